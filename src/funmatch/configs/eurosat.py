@@ -1,0 +1,51 @@
+"""CPU-scale recipe on EuroSAT RGB (64 px, 10 classes): a small BiT teacher trained from scratch, distilled
+into a ≥ 10× cheaper student with function matching. Progress is visible in minutes on a laptop CPU.
+
+Run (the shared copy has train/ and test/ folders; validation is carved from train)::
+
+    funmatch prepare folder:/path/to/eurosat_rgb --val-fraction 0.05 --out data/eurosat
+    funmatch teacher --config eurosat --data data/eurosat --workdir runs/eurosat_teacher
+    funmatch distill --config eurosat --data data/eurosat \
+        --teacher runs/eurosat_teacher/teacher.keras --workdir runs/eurosat_fm
+
+Measured: see the teacher card in `funmatch/assets/teachers/` and the issue notes (numbers filled in
+from measured runs only).
+"""
+
+from funmatch.configs import common
+
+
+def get_config(arg: str = "") -> common.Config:
+    overrides = common.parse_overrides(arg)
+    config = common.Config(
+        recipe="eurosat",
+        variant="cpu",
+        dataset="eurosat_rgb",
+        source="folder:eurosat_rgb",
+        num_train_examples=0,  # from the dataset card
+        student="tiny_cnn",
+        teacher="bit_r26x0.25",
+        student_resolution=64,
+        teacher_resolution=64,
+        resize_small=64,
+        batch_size=128,
+        epochs=30,
+        warmup_steps=200,
+        learning_rate=0.003,
+        weight_decay=1e-4,
+        temperature=1.0,
+        mixup_p=1.0,
+        teacher_from_scratch=True,
+        teacher_optimizer="adam",
+        teacher_learning_rate=0.003,
+        teacher_weight_decay=1e-4,
+        teacher_batch_size=128,
+        teacher_steps=0,
+        teacher_warmup_steps=200,
+        teacher_mixup_p=0.0,
+        checkpoint_every=200,
+        eval_every=400,
+        eval_batch_size=256,
+        log_every=20,
+    )
+    return common.finish(config, overrides, recipe="eurosat")
