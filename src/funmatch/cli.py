@@ -23,6 +23,8 @@ from funmatch.errors import FunmatchError
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("funmatch.data.prepare", "convert a dataset (tfds, ImageFolder, TFRecords) into TFRecord shards + dataset card"),
     "models": ("funmatch.models.cli", "list the model registry; convert official BiT checkpoints to .keras"),
+    "teacher": ("funmatch.distill.teacher", "train (from scratch) or fine-tune (BiT-HyperRule) a teacher with labels"),
+    "distill": ("funmatch.train", "distill a frozen teacher into a student (function matching and the paper's other modes)"),
 }
 
 

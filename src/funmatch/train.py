@@ -1,0 +1,262 @@
+"""`funmatch distill`: the training entry, top to bottom.
+
+    resume or initialise  ->  check inputs  ->  build teacher (frozen), student, Distiller, optimizer
+    ->  restore the latest checkpoint  ->  fit with periodic evaluation and atomic checkpoints
+    ->  student.keras + metrics.json
+
+Re-running the same command after a kill continues from the latest complete checkpoint: student
+weights, optimizer state, step and the Distiller's random state are restored, and the input pipeline
+is repositioned at that step (it is a deterministic function of seed and position).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+
+from funmatch.configs import MODES, Config, get_config
+from funmatch.errors import FunmatchError
+
+TRAIN_KEYS = '"image", "teacher", "label", "index"'
+
+
+def train_pp(config: Config, mode: str) -> str:
+    """The train pp spec: one inception crop + flip shared by teacher and student (except `independent`).
+
+    A teacher at another resolution gets the *same* crop resized: the crop is taken at the larger of
+    the two resolutions and copied before resizing the smaller view.
+    """
+    rs, rt = config.student_resolution, config.teacher_resolution
+    if mode == "independent":
+        return (
+            f'decode|copy("image", "teacher")|inception_crop({rs})|flip_lr|'
+            f'inception_crop({rt}, key="teacher")|flip_lr(key="teacher")|'
+            f'value_range(-1, 1)|value_range(-1, 1, key="teacher")|keep({TRAIN_KEYS})'
+        )
+    if mode == "fixed_teacher":
+        return f'decode_jpeg_and_inception_crop({rs})|flip_lr|value_range(-1, 1)|keep("image", "label", "index")'
+    crop = max(rs, rt)
+    spec = f"decode_jpeg_and_inception_crop({crop})|flip_lr|value_range(-1, 1)"
+    if rs != rt:
+        spec += '|copy("image", "teacher")'
+        if rs != crop:
+            spec += f"|resize({rs})"
+        if rt != crop:
+            spec += f'|resize({rt}, key="teacher")'
+        return spec + f"|keep({TRAIN_KEYS})"
+    return spec + '|keep("image", "label", "index")'
+
+
+def eval_pp(config: Config, resolution: int) -> str:
+    """Eval pp at `resolution`: resize_small then central crop, scaled from the recipe's student ratio."""
+    small = round(config.resize_small * resolution / config.student_resolution)
+    return f'decode|resize_small({small})|central_crop({resolution})|value_range(-1, 1)|keep("image", "label", "index")'
+
+
+def run_config(config: Config, data_dir, teacher_path) -> dict[str, Any]:
+    import keras
+
+    out = config.to_dict()
+    out["data_dir"] = str(pathlib.Path(data_dir).resolve())
+    out["teacher_path"] = str(pathlib.Path(teacher_path).resolve())
+    out["backend"] = keras.backend.backend()
+    return out
+
+
+def _load_teacher(path, num_classes: int):
+    from funmatch import models
+
+    if not pathlib.Path(path).exists():
+        raise FunmatchError(f"--teacher {path}: no such file")
+    teacher = models.load(path)
+    teacher_classes = int(teacher.outputs[0].shape[-1]) if getattr(teacher, "outputs", None) else models.contract(teacher)["num_classes"]
+    if teacher_classes != num_classes:
+        raise FunmatchError(f"--teacher {path}: the teacher has {teacher_classes} classes, the dataset has {num_classes}")
+    return teacher
+
+
+def _split_logits(model, data_dir, split, spec, batch_size, max_examples=0) -> dict[str, np.ndarray]:
+    from funmatch.data import pipeline
+    from funmatch.evaluate import predict_logits
+
+    dataset = pipeline.eval_dataset(data_dir, split, spec, batch_size)
+    return predict_logits(model, dataset, max_examples=max_examples)
+
+
+def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits) -> dict[str, dict[str, np.ndarray]]:
+    """Teacher logits on the eval splits, computed once per run and cached in the workdir."""
+    from funmatch.training import atomic_save_npy
+
+    out = {}
+    for split in splits:
+        path = workdir / f"teacher_{split}_logits.npy"
+        labels_path = workdir / f"teacher_{split}_labels.npy"
+        if path.exists() and labels_path.exists():
+            out[split] = {"logits": np.load(path), "labels": np.load(labels_path)}
+            continue
+        result = _split_logits(teacher, data_dir, split, eval_pp(config, config.teacher_resolution), config.eval_batch_size, config.eval_max_examples)
+        atomic_save_npy(labels_path, result["labels"])
+        atomic_save_npy(path, result["logits"])
+        out[split] = result
+    return out
+
+
+def fixed_teacher_targets(workdir: pathlib.Path, teacher, config: Config, data_dir, num_examples: int) -> np.ndarray:
+    """`fixed_teacher` mode: teacher logits on the eval view of every training image, by `index`.
+
+    Computed once before training and cached in the workdir, so a resumed run reuses them.
+    """
+    from funmatch.training import atomic_save_npy
+
+    path = workdir / "teacher_train_logits.npy"
+    if path.exists():
+        cached = np.load(path)
+        if cached.shape[0] == num_examples:
+            return cached
+    result = _split_logits(teacher, data_dir, config.train_split, eval_pp(config, config.teacher_resolution), config.eval_batch_size)
+    table = np.zeros((num_examples, result["logits"].shape[1]), np.float32)
+    table[result["index"]] = result["logits"]
+    if len(np.unique(result["index"])) != num_examples:
+        raise FunmatchError(f"--data {data_dir}: split {config.train_split!r} indices do not cover 0..{num_examples - 1}")
+    atomic_save_npy(path, table)
+    return table
+
+
+def distill(
+    config: Config | str,
+    data_dir: os.PathLike,
+    teacher_path: os.PathLike,
+    workdir: os.PathLike,
+    *,
+    mode: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Distill the teacher at `teacher_path` into the recipe's student; returns the final metrics."""
+    import keras
+
+    from funmatch import models, runtime
+    from funmatch.data import pipeline, tfrecords
+    from funmatch.distill import Distiller
+    from funmatch.evaluate import fidelity_metrics
+    from funmatch.optim import make_optimizer
+    from funmatch.training import atomic_save_keras, atomic_write_text, fit_resumable, prepare_workdir
+
+    started = time.time()
+    # --- Configuration and input checks: all before any compute. ---
+    config = get_config(config) if isinstance(config, str) else config
+    if mode is not None:
+        if mode not in MODES:
+            raise FunmatchError(f"--mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        config = dataclasses.replace(config, mode=mode)
+    card = tfrecords.load_card(data_dir)
+    for split in (config.train_split, config.val_split, config.test_split):
+        if split not in card["splits"]:
+            raise FunmatchError(f"--data {data_dir}: no split {split!r} in dataset.json (has {', '.join(card['splits'])})")
+    num_train = int(card["splits"][config.train_split]["num_examples"])
+    config = config.with_dataset_size(num_train).validate()
+    num_classes = int(card["num_classes"])
+    per_process_batch = runtime.check_batch_size(config.batch_size)
+    workdir = pathlib.Path(workdir)
+    teacher = _load_teacher(teacher_path, num_classes)
+    resumed = prepare_workdir(workdir, run_config(config, data_dir, teacher_path))
+    if progress:
+        print(f"funmatch distill: {'resuming' if resumed else 'starting'} {config.recipe} ({config.mode}) in {workdir}: "
+              f"{config.steps} steps of {config.batch_size} images, student {config.student}")
+
+    # --- Build. ---
+    with runtime.distribution_scope():
+        teacher.trainable = False
+        student = models.create(config.student, num_classes=num_classes, resolution=config.student_resolution)
+        distiller = Distiller(teacher, student, mode=config.mode, temperature=config.temperature,
+                              mixup_p=config.mixup_p, seed=config.seed)
+        optimizer = make_optimizer(config.optimizer, learning_rate=config.learning_rate, total_steps=config.steps,
+                                   warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+                                   clip_norm=config.clip_norm)
+        distiller.compile(optimizer=optimizer)
+        optimizer.build(student.trainable_variables)
+
+    # --- Teacher: evaluated once; in fixed_teacher mode its train targets are cached. ---
+    eval_splits = [config.val_split] + ([config.test_split] if config.test_split != config.val_split else [])
+    teacher_eval = _teacher_eval(workdir, teacher, config, data_dir, eval_splits)
+    teacher_metrics = {}
+    for split, result in teacher_eval.items():
+        teacher_metrics.update(fidelity_metrics(result["logits"], result["labels"], prefix=f"teacher_{split}_"))
+    targets = fixed_teacher_targets(workdir, teacher, config, data_dir, num_train) if config.mode == "fixed_teacher" else None
+
+    def make_dataset(start_step: int):
+        process_index, process_count = runtime.process_info()
+        dataset = pipeline.train_dataset(
+            data_dir, config.train_split, train_pp(config, config.mode), per_process_batch, seed=config.seed,
+            start_step=start_step, shuffle_buffer=config.shuffle_buffer or None,
+            process_index=process_index, process_count=process_count,
+        )
+        if targets is not None:
+            import tensorflow as tf
+
+            table = tf.constant(targets)
+            dataset = dataset.map(lambda b: {**b, "teacher_logits": tf.gather(table, b["index"])})
+        return dataset
+
+    def evaluate(step: int) -> dict[str, float]:
+        out = {}
+        for split in eval_splits:
+            result = _split_logits(student, data_dir, split, eval_pp(config, config.student_resolution),
+                                   config.eval_batch_size, config.eval_max_examples)
+            teacher_logits = teacher_eval[split]["logits"][: len(result["labels"])]
+            out.update(fidelity_metrics(result["logits"], result["labels"], teacher_logits, prefix=f"{split}_"))
+            out[f"teacher_{split}_accuracy"] = teacher_metrics[f"teacher_{split}_accuracy"]
+        return out
+
+    def groups():
+        return {
+            "student": list(student.variables),
+            "optimizer": list(optimizer.variables),
+            "rng": list(distiller.state_variables_for_checkpoint()),
+        }
+
+    chunk = min(config.checkpoint_every, config.steps)
+    fit_resumable(
+        distiller, make_dataset, workdir=workdir, total_steps=config.steps, chunk_steps=chunk, groups=groups,
+        images_per_step=config.batch_size, steps_per_data_epoch=num_train / config.batch_size,
+        keep_checkpoints=config.keep_checkpoints, evaluate=evaluate,
+        eval_every=max(chunk, (config.eval_every // chunk) * chunk), progress=progress,
+        description=f"distill {config.recipe}",
+        extra_callbacks=[keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq="epoch")],
+    )
+
+    # --- Final evaluation on the full splits, student.keras, metrics.json. ---
+    final = {"step": config.steps, "mode": config.mode, "recipe": config.recipe, **teacher_metrics}
+    full = dataclasses.replace(config, eval_max_examples=0)
+    teacher_full = _teacher_eval(workdir / "final_eval", teacher, full, data_dir, eval_splits) if config.eval_max_examples else teacher_eval
+    for split in eval_splits:
+        result = _split_logits(student, data_dir, split, eval_pp(config, config.student_resolution), config.eval_batch_size)
+        final.update(fidelity_metrics(result["logits"], result["labels"], teacher_full[split]["logits"], prefix=f"{split}_"))
+        final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
+    final["wall_time_sec_this_process"] = time.time() - started
+    atomic_save_keras(student, workdir / "student.keras")
+    atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))
+    if progress:
+        print(f"funmatch distill: done. student {config.test_split} accuracy {final[f'{config.test_split}_accuracy']:.4f}, "
+              f"agreement {final[f'{config.test_split}_agreement']:.4f}; wrote {workdir / 'student.keras'}")
+    return final
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="RECIPE[:key=value,...], e.g. flowers102:variant=fast or eurosat:smoke=true")
+    parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
+    parser.add_argument("--teacher", required=True, help="the teacher's .keras file (frozen during distillation)")
+    parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes from it")
+    parser.add_argument("--mode", choices=MODES, default=None, help="override the recipe's mode (default: function_matching)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
+
+
+def main(args: argparse.Namespace) -> int:
+    distill(args.config, args.data, args.teacher, args.workdir, mode=args.mode, progress=not args.no_progress)
+    return 0
