@@ -95,6 +95,7 @@ def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, spli
     from funmatch.training import atomic_save_npy
 
     out = {}
+    workdir.mkdir(parents=True, exist_ok=True)
     for split in splits:
         path = workdir / f"teacher_{split}_logits.npy"
         labels_path = workdir / f"teacher_{split}_labels.npy"
@@ -218,7 +219,7 @@ def distill(
         return {
             "student": list(student.variables),
             "optimizer": list(optimizer.variables),
-            "rng": list(distiller.state_variables_for_checkpoint()),
+            "rng": [distiller.seed_generator.state],
         }
 
     chunk = min(config.checkpoint_every, config.steps)

@@ -334,6 +334,7 @@ def fit_resumable(
         epochs=math.ceil(total_steps / chunk_steps),
         steps_per_epoch=chunk_steps,
         callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles (deterministically, for exact resume)
         verbose=0,
     )
     return start_step

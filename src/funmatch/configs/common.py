@@ -63,6 +63,7 @@ class Config:
     teacher_warmup_steps: int = 0
     teacher_mixup_p: float = -1.0  # < 0 -> BiT-HyperRule
     teacher_label_smoothing: float = 0.0
+    teacher_crop_area_min: float = 5.0  # percent; inception crop of label training (BiT uses milder crops)
     # Bookkeeping.
     seed: int = 0
     log_every: int = 50

@@ -24,7 +24,7 @@ def get_config(arg: str = "") -> common.Config:
         recipe="imagenet",
         variant="paper",
         dataset="imagenet2012",
-        source="tfds:imagenet2012:train=train[:99%];validation=train[99%:];test=validation",
+        source="tfds:imagenet2012:train=train[:99%],validation=train[99%:],test=validation",
         num_train_examples=NUM_TRAIN,
         student="bit_r50x1",
         teacher="bit_r152x2",

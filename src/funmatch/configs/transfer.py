@@ -37,7 +37,7 @@ RECIPES = {
 def tfds_source(dataset: str) -> str:
     """The `funmatch prepare` source string for `dataset`, with the paper's splits."""
     name, splits, _ = DATASETS[dataset]
-    return f"tfds:{name}:" + ";".join(f"{k}={v}" for k, v in splits.items())
+    return f"tfds:{name}:" + ",".join(f"{k}={v}" for k, v in splits.items())
 
 
 def get_config(arg: str = "") -> common.Config:

@@ -1,0 +1,198 @@
+"""Train and eval `tf.data` pipelines over prepared TFRecords, from a pp spec.
+
+Train: shuffle -> repeat -> map(pp) -> batch(drop_remainder) -> prefetch, infinite. Each epoch is
+shuffled with a seed made from (seed, epoch), and every example gets a per-example seed made from
+(seed, its global position in the stream), so the stream is a pure function of (seed, position).
+Resuming at `start_step=k` therefore skips k * batch_size undecoded records and yields exactly
+the batches k, k+1, ... of a fresh run, without decoding what it skips.
+
+Eval: every example exactly once, the last batch padded to `batch_size`; a `_mask` key (float32
+[B], 1 for real examples) is in every batch.
+
+Multi-host: each process reads the records i with i % process_count == process_index;
+`batch_size` is the per-process batch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import tensorflow as tf
+
+from funmatch.data import ops
+from funmatch.data.tfrecords import load_card, read_records, split_info
+from funmatch.errors import FunmatchError
+
+MASK_KEY = "_mask"
+# Default shuffle buffer: the whole split when it has at most this many examples.
+MAX_DEFAULT_SHUFFLE_BUFFER = 50_000
+# Mixes the run seed with the epoch for the per-epoch shuffle seed.
+_EPOCH_SEED_MULTIPLIER = 1_000_003
+
+
+def num_examples(data_dir, split: str) -> int:
+    """Number of examples of `split`, from the dataset card."""
+    return int(split_info(data_dir, split)["num_examples"])
+
+
+def _process_defaults(process_index, process_count) -> tuple[int, int]:
+    """(index, count) of this process: the arguments, else jax's when jax is already imported, else (0, 1)."""
+    if process_index is None or process_count is None:
+        jax = sys.modules.get("jax")
+        default_index, default_count = (jax.process_index(), jax.process_count()) if jax is not None else (0, 1)
+        process_index = default_index if process_index is None else process_index
+        process_count = default_count if process_count is None else process_count
+    if not (0 <= process_index < process_count):
+        raise FunmatchError(f"process_index must be in 0..{process_count - 1}, got {process_index}")
+    return int(process_index), int(process_count)
+
+
+def _examples_in_process(total: int, process_index: int, process_count: int) -> int:
+    """Examples i in 0..total-1 with i % process_count == process_index."""
+    return max(0, (total - process_index + process_count - 1) // process_count)
+
+
+def _spec_keeps_explicitly(pp_spec: str) -> bool:
+    return any(name == "keep" for name, _, _ in ops.parse_spec(pp_spec))
+
+
+def _finalize(pp_spec: str):
+    """After pp: drop the per-example seed, and string tensors unless the spec chose its keys with keep()."""
+    drop_strings = not _spec_keeps_explicitly(pp_spec)
+
+    def finalize(example):
+        return {
+            k: v
+            for k, v in example.items()
+            if k != ops.RNG_KEY and not (drop_strings and v.dtype == tf.string)
+        }
+
+    return finalize
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.autotune.enabled = True
+    return options
+
+
+def train_dataset(
+    data_dir,
+    split: str,
+    pp_spec: str,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    start_step: int = 0,
+    shuffle_buffer: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """An infinite, deterministic stream of training batches.
+
+    Args:
+      data_dir: a folder made by `funmatch prepare`.
+      split: split name in its card.
+      pp_spec: preprocessing spec (see `funmatch.data.ops`), applied per example.
+      batch_size: examples per batch on this process.
+      seed: run seed; the whole stream is a function of it.
+      start_step: first batch to yield; batches equal those of a run from 0 at the same step.
+      shuffle_buffer: default: the whole (per-process) split, capped at 50,000.
+      process_index, process_count: this host's share of the split (defaults: jax's, else 0/1).
+      cache: keep the undecoded records in memory after the first epoch.
+
+    Returns:
+      tf.data.Dataset of dicts of batched tensors `[batch_size, ...]` with the keys the pp spec
+      produces (string tensors dropped unless kept with `keep(...)`).
+    """
+    if batch_size < 1:
+        raise FunmatchError(f"batch_size must be >= 1, got {batch_size}")
+    if start_step < 0:
+        raise FunmatchError(f"start_step must be >= 0, got {start_step}")
+    process_index, process_count = _process_defaults(process_index, process_count)
+    local_count = _examples_in_process(num_examples(data_dir, split), process_index, process_count)
+    if local_count == 0:
+        raise FunmatchError(f"{data_dir}: split {split!r} has no examples for process {process_index} of {process_count}")
+    buffer = shuffle_buffer or min(local_count, MAX_DEFAULT_SHUFFLE_BUFFER)
+    preprocess = ops.get_preprocess_fn(pp_spec)
+    finalize = _finalize(pp_spec)
+
+    records = read_records(data_dir, split).shard(process_count, process_index)
+    if cache:
+        records = records.cache()
+
+    start_position = start_step * batch_size
+    start_epoch, start_offset = divmod(start_position, local_count)
+    seed_tensor = tf.constant(seed, tf.int64)
+
+    def one_epoch(epoch):
+        epoch_seed = seed_tensor * _EPOCH_SEED_MULTIPLIER + epoch
+        return records.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+    stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)
+    stream = stream.skip(start_offset)  # undecoded records: cheap
+    positions = tf.data.Dataset.counter(start_position, dtype=tf.int64)
+
+    def seed_and_preprocess(example, position):
+        # Unique over processes: process p owns the global stream positions p, p + count, ...
+        global_position = position * process_count + process_index
+        return finalize(preprocess({**example, ops.RNG_KEY: tf.stack([seed_tensor, global_position])}))
+
+    stream = tf.data.Dataset.zip(stream, positions)
+    stream = stream.map(seed_and_preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    stream = stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return stream.with_options(_options())
+
+
+def eval_dataset(
+    data_dir,
+    split: str,
+    pp_spec: str,
+    batch_size: int,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> tf.data.Dataset:
+    """A finite pass over `split`: every example exactly once, in index order per process.
+
+    All processes yield the same number of batches, ceil(ceil(N / process_count) / batch_size),
+    each of exactly `batch_size`; padding examples are zeros with `_mask` 0.
+
+    Returns:
+      tf.data.Dataset of dicts of batched tensors with the pp spec's keys plus `_mask` float32 [B].
+    """
+    if batch_size < 1:
+        raise FunmatchError(f"batch_size must be >= 1, got {batch_size}")
+    process_index, process_count = _process_defaults(process_index, process_count)
+    total = num_examples(data_dir, split)
+    if total == 0:
+        raise FunmatchError(f"{data_dir}: split {split!r} is empty")
+    local_count = _examples_in_process(total, process_index, process_count)
+    max_local = _examples_in_process(total, 0, process_count)
+    num_batches = -(-max_local // batch_size)
+    padding = num_batches * batch_size - local_count
+
+    preprocess = ops.get_preprocess_fn(pp_spec)
+    finalize = _finalize(pp_spec)
+
+    def real(example):
+        return {**finalize(preprocess(example)), MASK_KEY: tf.constant(1.0, tf.float32)}
+
+    def fake(example):
+        # A zeroed copy of the first example, so padded entries have valid shapes and dtypes.
+        return {**{k: tf.zeros_like(v) for k, v in finalize(preprocess(example)).items()},
+                MASK_KEY: tf.constant(0.0, tf.float32)}
+
+    records = read_records(data_dir, split)
+    stream = records.shard(process_count, process_index).map(
+        real, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    if padding:
+        stream = stream.concatenate(records.take(1).map(fake).repeat(padding))
+    stream = stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return stream.with_options(_options())
+
+
+__all__ = ["MASK_KEY", "eval_dataset", "num_examples", "train_dataset"]

@@ -1,0 +1,330 @@
+"""`funmatch prepare SOURCE --out DIR`: any source -> TFRecord shards of RGB JPEGs + dataset card.
+
+    funmatch prepare folder:src/funmatch/assets/eurosat_mini --out /tmp/eurosat_mini
+    funmatch prepare tfds:oxford_iiit_pet --out data/pets --shorter-side 160
+    funmatch prepare folder:photos --val-fraction 0.1 --test-fraction 0.1 --out data/photos
+
+Every image is decoded with Pillow and converted to RGB (grayscale, RGBA/LA/palette with
+transparency composited on white, CMYK, 16-bit, first frame of an animation); with
+`--shorter-side N` it is downscaled (Lanczos, antialiased; never upscaled) and re-encoded as
+JPEG at `--jpeg-quality`. A JPEG that is already RGB, upright and small enough is copied byte
+for byte (no generation loss). Files that cannot be decoded stop the run with one error listing
+them, unless `--skip-bad`, which leaves them out and records them in the card.
+
+The output is written to a hidden sibling folder and renamed to DIR only when complete, so an
+interrupted or failed run never leaves a DIR that looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import itertools
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import numpy as np
+
+from funmatch import __version__
+from funmatch.data import sources as sources_lib
+from funmatch.data.tfrecords import SplitWriter, write_card
+from funmatch.errors import FunmatchError
+
+DEFAULT_EXAMPLES_PER_SHARD = 1024
+MAX_LISTED_BAD_FILES = 20
+
+
+class BadImage(Exception):
+    """An input that cannot be decoded as an image."""
+
+
+def _to_rgb(image):
+    """A Pillow image in any mode -> RGB (alpha composited on white; 16-bit scaled to 8-bit)."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit (or wider) data: scale the full range down to 8 bits instead of clipping at 255.
+        if values.max(initial=0) > 255:
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def encode_image(data: Any, shorter_side: int | None, jpeg_quality: int) -> tuple[bytes, int, int]:
+    """Encoded bytes or a uint8 array -> (RGB JPEG bytes, height, width). Raises BadImage."""
+    from PIL import Image, ImageOps
+
+    if isinstance(data, np.ndarray):
+        array = data[..., 0] if data.ndim == 3 and data.shape[-1] == 1 else data
+        image, original = Image.fromarray(array.astype(np.uint8)), None
+    else:
+        original = bytes(data)
+        if not original:
+            raise BadImage("empty file")
+        try:
+            image = Image.open(io.BytesIO(original))
+            image.seek(0)  # first frame of an animation
+            image.load()
+        except Exception as error:  # Pillow raises many types for corrupt data
+            raise BadImage(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": "))
+    try:
+        source_format = image.format
+        # Photos from cameras may be stored sideways with an EXIF orientation tag; store them upright.
+        rotated = image.getexif().get(0x0112, 1) not in (0, 1)
+        rgb = _to_rgb(ImageOps.exif_transpose(image) if rotated else image)
+        width, height = rgb.size
+        needs_resize = shorter_side is not None and min(width, height) > shorter_side
+        if original is not None and source_format == "JPEG" and image.mode == "RGB" and not rotated and not needs_resize:
+            return original, height, width
+        if needs_resize:
+            # Shorter side exactly `shorter_side`, longer side rounded (at least `shorter_side`).
+            scale = shorter_side / min(width, height)
+            if width <= height:
+                width, height = shorter_side, max(shorter_side, round(height * scale))
+            else:
+                width, height = max(shorter_side, round(width * scale)), shorter_side
+            rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=jpeg_quality)
+        return buffer.getvalue(), height, width
+    except BadImage:
+        raise
+    except Exception as error:
+        raise BadImage(f"{type(error).__name__}: {error}") from None
+
+
+def _size_stats(values: list[int]) -> dict:
+    if not values:
+        return {"min": 0, "max": 0, "mean": 0.0}
+    return {"min": int(min(values)), "max": int(max(values)), "mean": round(float(np.mean(values)), 2)}
+
+
+def _check_out_dir(out_dir: pathlib.Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FunmatchError(f"--out {out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FunmatchError(f"--out {out_dir}: exists and is not empty (use --overwrite to replace it)")
+
+
+def prepare(
+    source: str,
+    out_dir,
+    *,
+    splits: list[str] | None = None,
+    shorter_side: int | None = None,
+    jpeg_quality: int = 95,
+    examples_per_shard: int = DEFAULT_EXAMPLES_PER_SHARD,
+    workers: int | None = None,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    name: str | None = None,
+    tfds_data_dir: str | None = None,
+) -> dict:
+    """Converts `source` into TFRecord shards + dataset card under `out_dir`; returns the card.
+
+    Args:
+      source: `tfds:NAME[:OUT=SPEC,...]`, `folder:PATH` or `tfrecord:GLOB`.
+      out_dir: output folder; must not exist or be empty unless `overwrite`.
+      splits: output splits to write (default: all the source has).
+      shorter_side: downscale so the shorter side is at most this many pixels.
+      jpeg_quality: quality of re-encoded JPEGs.
+      examples_per_shard: records per TFRecord file.
+      workers: threads that decode/resize/encode (default: CPU count, at most 8).
+      val_fraction, test_fraction: carve validation/test deterministically from a folder's train images.
+      skip_bad: leave undecodable files out (recorded in the card) instead of failing.
+      overwrite: replace a non-empty `out_dir`.
+      progress: show a tqdm progress bar per split.
+      name: dataset name in the card (default: from the source).
+      tfds_data_dir: tfds data folder (default: tfds' own, or $TFDS_DATA_DIR).
+    """
+    out_dir = pathlib.Path(out_dir).expanduser().absolute()
+    _check_out_dir(out_dir, overwrite)
+    if shorter_side is not None and shorter_side < 1:
+        raise FunmatchError(f"--shorter-side must be >= 1, got {shorter_side}")
+    if not 1 <= jpeg_quality <= 100:
+        raise FunmatchError(f"--jpeg-quality must be in 1..100, got {jpeg_quality}")
+    if examples_per_shard < 1:
+        raise FunmatchError(f"--examples-per-shard must be >= 1, got {examples_per_shard}")
+    workers = workers or min(os.cpu_count() or 1, 8)
+    opened = sources_lib.open_source(
+        source, splits=splits, val_fraction=val_fraction, test_fraction=test_fraction, tfds_data_dir=tfds_data_dir
+    )
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    try:
+        split_cards, skipped, max_label = {}, [], -1
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            for split, source_split in opened.splits.items():
+                card, bad, split_max_label = _write_split(
+                    temporary, split, source_split, pool,
+                    shorter_side=shorter_side, jpeg_quality=jpeg_quality,
+                    examples_per_shard=examples_per_shard, chunk=16 * workers, progress=progress,
+                )
+                split_cards[split] = card
+                skipped.extend(bad)
+                max_label = max(max_label, split_max_label)
+        if skipped and not skip_bad:
+            listed = ", ".join(f"{item['id']} ({item['reason']})" for item in skipped[:MAX_LISTED_BAD_FILES])
+            more = len(skipped) - MAX_LISTED_BAD_FILES
+            raise FunmatchError(
+                f"{source}: {len(skipped)} undecodable file(s): {listed}"
+                + (f" and {more} more" if more > 0 else "")
+                + " (use --skip-bad to skip them)"
+            )
+        class_names = opened.class_names or [f"class_{i}" for i in range(max_label + 1)]
+        if max_label >= len(class_names):
+            raise FunmatchError(f"{source}: label {max_label} out of range for {len(class_names)} class names")
+        for split, card in split_cards.items():
+            counts = card["per_class_counts"]
+            card["per_class_counts"] = [counts.get(i, 0) for i in range(len(class_names))]
+        card = {
+            "name": name or opened.name,
+            "class_names": class_names,
+            "num_classes": len(class_names),
+            "splits": split_cards,
+            "source": source,
+            "source_details": opened.details,
+            "options": {
+                "shorter_side": shorter_side,
+                "jpeg_quality": jpeg_quality,
+                "examples_per_shard": examples_per_shard,
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "skip_bad": skip_bad,
+            },
+            "format": {"image": "JPEG, RGB", "label": "int64", "id": "bytes (utf-8)", "index": "int64 0..N-1"},
+            "funmatch_version": __version__,
+            "skipped": skipped,
+        }
+        write_card(temporary, card)
+        # Swap into place: the old DIR (if --overwrite) is removed only after the new one is complete.
+        previous = None
+        if out_dir.exists():
+            previous = out_dir.parent / f".{out_dir.name}.previous-{os.getpid()}"
+            out_dir.rename(previous)
+        temporary.rename(out_dir)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        return card
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _process(example: sources_lib.SourceExample, shorter_side, jpeg_quality):
+    try:
+        return example, encode_image(example.load(), shorter_side, jpeg_quality), None
+    except BadImage as error:
+        return example, None, str(error) or "cannot decode"
+    except OSError as error:  # unreadable file
+        return example, None, f"cannot read: {error.strerror or error}"
+
+
+def _write_split(directory, split, source_split, pool, *, shorter_side, jpeg_quality, examples_per_shard, chunk,
+                 progress):
+    """Encodes and writes one split in source order; returns (split card, bad files, max label)."""
+    from tqdm.auto import tqdm
+
+    writer = SplitWriter(directory, split, examples_per_shard)
+    counts: dict[int, int] = {}
+    heights, widths, bad = [], [], []
+    max_label = -1
+    bar = tqdm(total=source_split.size, desc=f"prepare {split}", unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        iterator = iter(source_split.examples)
+        while batch := list(itertools.islice(iterator, chunk)):
+            for example, encoded, error in pool.map(lambda e: _process(e, shorter_side, jpeg_quality), batch):
+                bar.update(1)
+                if encoded is None:
+                    bad.append({"split": split, "id": example.example_id, "reason": error})
+                    continue
+                if example.label < 0:
+                    raise FunmatchError(f"{example.example_id}: negative label {example.label}")
+                jpeg, height, width = encoded
+                writer.write(jpeg, example.label, example.example_id)
+                counts[example.label] = counts.get(example.label, 0) + 1
+                heights.append(height)
+                widths.append(width)
+                max_label = max(max_label, example.label)
+    finally:
+        bar.close()
+        num_shards = writer.close()
+    card = {
+        "num_examples": writer.num_examples,
+        "num_shards": num_shards,
+        "per_class_counts": counts,
+        "image_size": {"height": _size_stats(heights), "width": _size_stats(widths),
+                       "shorter_side": _size_stats([min(h, w) for h, w in zip(heights, widths)])},
+        "num_skipped": len(bad),
+    }
+    return card, bad, max_label
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `funmatch prepare`."""
+    parser.add_argument("source", metavar="SOURCE",
+                        help="tfds:NAME[:OUT=SPLIT,...] (e.g. tfds:oxford_iiit_pet), folder:PATH (ImageFolder "
+                             "PATH/<split>/<class>/* or flat PATH/<class>/*), or tfrecord:GLOB")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (TFRecord shards + dataset.json)")
+    parser.add_argument("--splits", default=None, help="comma-separated output splits to write (default: all)")
+    parser.add_argument("--shorter-side", type=int, default=None, metavar="N",
+                        help="downscale (antialiased, never upscale) so the shorter side is N px")
+    parser.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
+    parser.add_argument("--examples-per-shard", type=int, default=DEFAULT_EXAMPLES_PER_SHARD,
+                        help=f"records per TFRecord shard (default {DEFAULT_EXAMPLES_PER_SHARD})")
+    parser.add_argument("--workers", type=int, default=None, help="decode/resize/encode threads (default: CPUs, max 8)")
+    parser.add_argument("--val-fraction", type=float, default=0.0,
+                        help="folder source without a validation split: carve this fraction per class from train")
+    parser.add_argument("--test-fraction", type=float, default=0.0,
+                        help="folder source without a test split: carve this fraction per class from train")
+    parser.add_argument("--skip-bad", action="store_true", help="skip undecodable files (recorded in the card)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    parser.add_argument("--name", default=None, help="dataset name in the card (default: from the source)")
+    parser.add_argument("--tfds-data-dir", default=None, help="tfds data folder (default: tfds' own)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs `funmatch prepare`; prints a one-line summary per split."""
+    card = prepare(
+        args.source,
+        args.out,
+        splits=[s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None,
+        shorter_side=args.shorter_side,
+        jpeg_quality=args.jpeg_quality,
+        examples_per_shard=args.examples_per_shard,
+        workers=args.workers,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        name=args.name,
+        tfds_data_dir=args.tfds_data_dir,
+    )
+    for split, info in card["splits"].items():
+        print(f"{split}: {info['num_examples']} examples in {info['num_shards']} shard(s)"
+              + (f", {info['num_skipped']} skipped" if info["num_skipped"] else ""))
+    print(f"wrote {args.out} ({card['num_classes']} classes)")
+    return 0
+
+
+__all__ = ["add_arguments", "encode_image", "main", "prepare"]
