@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("funmatch.models.cli", "list the model registry; convert official BiT checkpoints to .keras"),
     "teacher": ("funmatch.distill.teacher", "train (from scratch) or fine-tune (BiT-HyperRule) a teacher with labels"),
     "distill": ("funmatch.train", "distill a frozen teacher into a student (function matching and the paper's other modes)"),
+    "evaluate": ("funmatch.evaluate", "accuracy, agreement, KL, per-class gaps, calibration and cost of a student (and its teacher)"),
+    "export": ("funmatch.export", "export a .keras model to keras / savedmodel / tflite / onnx and verify the outputs"),
+    "tune": ("funmatch.tune", "hyperparameter search with keras-tuner (one process or chief/workers; resumable; best-K models kept)"),
+    "report": ("funmatch.report", "HTML + markdown report with plots from distillation workdir(s); several workdirs are compared"),
 }
 
 

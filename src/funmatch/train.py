@@ -172,6 +172,7 @@ def distill(
               f"{config.steps} steps of {config.batch_size} images, student {config.student}")
 
     # --- Build. ---
+    keras.utils.set_random_seed(config.seed)  # the student's initialisation is a function of the seed
     with runtime.distribution_scope():
         teacher.trainable = False
         student = models.create(config.student, num_classes=num_classes, resolution=config.student_resolution)

@@ -159,3 +159,19 @@ def test_missing_card_names_the_path(tmp_path):
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(FunmatchError, match="not valid JSON"):
         load_card(tmp_path)
+
+
+@pytest.mark.parametrize("global_seed", [0, 1234])
+def test_stream_does_not_depend_on_the_global_seed(tiny_dataset, global_seed):
+    # keras.utils.set_random_seed sets TF's global seed; the stream must stay a function of the run seed.
+    from tensorflow.python.eager import context
+
+    reference = take(train_dataset(tiny_dataset, "train", TRAIN_SPEC, 4, seed=3), 4)
+    previous = context.global_seed()
+    tf.random.set_seed(global_seed)
+    try:
+        seeded = take(train_dataset(tiny_dataset, "train", TRAIN_SPEC, 4, seed=3), 4)
+        assert context.global_seed() == global_seed  # left as the caller set it
+    finally:
+        context.set_global_seed(previous)
+    assert_batches_equal(reference, seeded)

@@ -15,6 +15,7 @@ Multi-host: each process reads the records i with i % process_count == process_i
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import tensorflow as tf
@@ -68,6 +69,28 @@ def _finalize(pp_spec: str):
         }
 
     return finalize
+
+
+@contextlib.contextmanager
+def _without_global_seed():
+    """Build datasets with TensorFlow's global seed cleared.
+
+    tf.data derives a shuffle's seeds from (global seed, op seed) once a global seed is set (e.g. by
+    `keras.utils.set_random_seed`), which would make the stream depend on global state, and fails
+    outright for a global seed of 0 with a tensor op seed. The stream must be a function of the run
+    seed and the position only.
+    """
+    from tensorflow.python.eager import context
+
+    previous = context.global_seed()
+    if previous is None:
+        yield
+        return
+    context.set_global_seed(None)
+    try:
+        yield
+    finally:
+        context.set_global_seed(previous)
 
 
 def _options() -> tf.data.Options:
@@ -131,7 +154,8 @@ def train_dataset(
         epoch_seed = seed_tensor * _EPOCH_SEED_MULTIPLIER + epoch
         return records.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
-    stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)
+    with _without_global_seed():
+        stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)
     stream = stream.skip(start_offset)  # undecoded records: cheap
     positions = tf.data.Dataset.counter(start_position, dtype=tf.int64)
 

@@ -211,6 +211,7 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
     run = {**config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()), "init": init, "teacher_total_steps": steps}
     prepare_workdir(workdir, run)
 
+    keras.utils.set_random_seed(config.seed)  # initialisation is a function of the seed
     if init is None:
         model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
     elif str(init).endswith(".npz"):

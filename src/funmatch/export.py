@@ -1,0 +1,322 @@
+"""Deployable files from a `.keras` model, each loaded back and checked against the Keras model.
+
+    funmatch export student.keras --format tflite --out student.tflite
+
+Formats and how each is produced and read back (B, the batch dimension, stays dynamic):
+
+    keras       `.keras` file (model.save)                  -> funmatch.models.load
+    savedmodel  folder, `model.export(format="tf_saved_model")` (jax: jax2tf; tensorflow: tf.function)
+                                                              -> tf.saved_model.load(...).serve
+    tflite      `.tflite` flatbuffer (LiteRT, float32). tensorflow: `model.export(format="litert")`;
+                jax: the SavedModel above through `tf.lite.TFLiteConverter` (builtin ops only)
+                                                              -> tf.lite.Interpreter
+    onnx        `.onnx`. tensorflow: `model.export(format="onnx")` = tf2onnx (needs `tf2onnx`, `onnx`);
+                jax: Keras uses `jax2onnx`         -> onnxruntime.InferenceSession (needs `onnxruntime`)
+
+Verification: the artefact and the Keras model are run on the same random images in [-1, 1]
+(batches of 1 and 4 at the model's resolution); the export fails with a FunmatchError when
+|exported − keras| > atol + rtol · |keras| anywhere (default atol = rtol = 1e-4, float32).
+A format the installed stack cannot produce on the current backend is a FunmatchError that names the
+backend or the packages that would (e.g. `pip install tf2onnx onnxruntime`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+
+from funmatch.errors import FunmatchError
+
+FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+# File name ending each format needs (None: a folder).
+SUFFIXES = {"keras": ".keras", "savedmodel": None, "tflite": ".tflite", "onnx": ".onnx"}
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-4
+VERIFY_BATCH_SIZES = (1, 4)
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def _missing(*modules: str) -> list[str]:
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def check_format_supported(format: str, backend: str | None = None) -> None:
+    """Raises FunmatchError when `format` cannot be produced (and verified) on `backend` with what is installed."""
+    backend = backend or _backend()
+    if format not in FORMATS:
+        raise FunmatchError(f"--format {format!r}: unknown format; choose one of {', '.join(FORMATS)}")
+    if format in ("savedmodel", "tflite") and backend not in ("jax", "tensorflow"):
+        raise FunmatchError(
+            f"--format {format}: not available on the {backend} backend; run with KERAS_BACKEND=tensorflow (or jax)"
+        )
+    if format == "onnx":
+        if backend == "tensorflow":
+            missing = _missing("tf2onnx", "onnx", "onnxruntime")
+            if missing:
+                raise FunmatchError(
+                    f"--format onnx on the tensorflow backend needs {', '.join(missing)} "
+                    f"(pip install tf2onnx onnx onnxruntime)"
+                )
+        elif backend == "jax":
+            missing = _missing("jax2onnx", "onnxruntime")
+            if missing:
+                raise FunmatchError(
+                    f"--format onnx on the jax backend needs {', '.join(missing)} (pip install jax2onnx onnxruntime); "
+                    "or run with KERAS_BACKEND=tensorflow, where Keras exports through tf2onnx "
+                    "(pip install tf2onnx onnx onnxruntime)"
+                )
+        else:
+            raise FunmatchError(f"--format onnx: not supported by funmatch on the {backend} backend; use KERAS_BACKEND=tensorflow")
+
+
+def _check_out_path(out: pathlib.Path, format: str, overwrite: bool) -> None:
+    suffix = SUFFIXES[format]
+    if suffix is not None and out.suffix != suffix:
+        raise FunmatchError(f"--out {out}: a {format} file must end in {suffix}")
+    if suffix is None and out.suffix in (".keras", ".tflite", ".onnx", ".h5"):
+        raise FunmatchError(f"--out {out}: a savedmodel is a folder; give a folder name, not a {out.suffix} file")
+    if out.exists():
+        if not overwrite:
+            raise FunmatchError(f"--out {out}: already exists (use --overwrite to replace it)")
+        if out.is_dir() and suffix is not None:
+            raise FunmatchError(f"--out {out}: is a folder, expected a {suffix} file")
+        if out.is_file() and suffix is None:
+            raise FunmatchError(f"--out {out}: is a file, expected a savedmodel folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FunmatchError(f"--out {out}: {parent} is not a folder")
+            if not os.access(parent, os.W_OK):
+                raise FunmatchError(f"--out {out}: folder {parent} is not writable")
+            break
+
+
+def input_resolution(model) -> int:
+    """The model's square input size: the funmatch contract's, else a static input shape."""
+    from funmatch.evaluate import model_resolution
+
+    return model_resolution(model, "model")
+
+
+def _input_signature(resolution: int):
+    import keras
+
+    return [keras.InputSpec(shape=(None, resolution, resolution, 3), dtype="float32", name="images")]
+
+
+def _remove(path: pathlib.Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# Writers and readers
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_keras(model, out: pathlib.Path, resolution: int) -> None:
+    from funmatch import models
+
+    models.save(model, out)
+
+
+def _write_savedmodel(model, out: pathlib.Path, resolution: int) -> None:
+    model.export(str(out), format="tf_saved_model", verbose=False, input_signature=_input_signature(resolution))
+
+
+def _write_tflite(model, out: pathlib.Path, resolution: int) -> None:
+    if _backend() == "tensorflow":
+        model.export(str(out), format="litert", verbose=False, input_signature=_input_signature(resolution))
+        return
+    # jax: Keras' LiteRT exporter needs TensorFlow; the jax2tf SavedModel converts to builtin TFLite ops.
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved = os.path.join(directory, "savedmodel")
+        _write_savedmodel(model, pathlib.Path(saved), resolution)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            flatbuffer = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FunmatchError(
+                f"--format tflite: the TFLite converter failed on the jax SavedModel ({first}); "
+                "try KERAS_BACKEND=tensorflow, where Keras' LiteRT exporter is used"
+            ) from error
+    out.write_bytes(flatbuffer)
+
+
+def _write_onnx(model, out: pathlib.Path, resolution: int) -> None:
+    import warnings
+
+    # tf2onnx logs every graph rewrite at WARNING, and Keras' numpy-2 patch of it warns about np.object.
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(str(out), format="onnx", verbose=False, input_signature=_input_signature(resolution))
+
+
+def _read_keras(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
+    from funmatch import models
+
+    loaded = models.load(path)
+    return lambda images: np.asarray(loaded.predict_on_batch(images))
+
+
+def _read_savedmodel(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return lambda images: np.asarray(loaded.serve(tf.constant(images)))
+
+
+def _read_tflite(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter warns that it moves to ai-edge-litert; it still ships with TF 2.21.
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    (input_detail,) = interpreter.get_input_details()
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def run(images: np.ndarray) -> np.ndarray:
+        interpreter.resize_tensor_input(input_detail["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(input_detail["index"], images)
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(output_index))
+
+    return run
+
+
+def _read_onnx(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return lambda images: np.asarray(session.run(None, {input_name: images})[0])
+
+
+WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
+READERS = {"keras": _read_keras, "savedmodel": _read_savedmodel, "tflite": _read_tflite, "onnx": _read_onnx}
+
+
+def load_exported(path, format: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function images [B, R, R, 3] float32 -> logits [B, C] (numpy) running the exported artefact."""
+    if format not in READERS:
+        raise FunmatchError(f"--format {format!r}: unknown format; choose one of {', '.join(FORMATS)}")
+    return READERS[format](pathlib.Path(path))
+
+
+def _path_size(path: pathlib.Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Export + verification
+# ----------------------------------------------------------------------------------------------
+
+
+def export_model(
+    model,
+    out,
+    format: str,
+    *,
+    overwrite: bool = False,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Writes `model` (a `.keras` path or Keras model) as `format` at `out`, reloads it and compares.
+
+    Returns {"format", "path", "backend", "resolution", "size_bytes", "max_abs_diff", "atol", "rtol",
+    "num_images"}: `max_abs_diff` is the largest |exported − keras| over batches of 1 and 4 random
+    images in [-1, 1]. Raises FunmatchError when that exceeds atol + rtol · |keras| (the artefact
+    is left in place for inspection), or when the format is not available here.
+    """
+    from funmatch.evaluate import resolve_model
+
+    backend = _backend()
+    check_format_supported(format, backend)
+    out = pathlib.Path(out)
+    _check_out_path(out, format, overwrite)
+    model, _ = resolve_model(model, "model")
+    resolution = input_resolution(model)
+
+    if out.exists():
+        _remove(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    WRITERS[format](model, out, resolution)
+    run_exported = load_exported(out, format)
+
+    random = np.random.default_rng(seed)
+    worst, worst_excess, num_images = 0.0, -np.inf, 0
+    for batch_size in VERIFY_BATCH_SIZES:
+        images = random.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
+        expected = np.asarray(model.predict_on_batch(images), np.float64)
+        actual = np.asarray(run_exported(images), np.float64)
+        if actual.shape != expected.shape:
+            raise FunmatchError(f"--out {out}: the {format} artefact returns shape {actual.shape}, Keras {expected.shape}")
+        difference = np.abs(actual - expected)
+        worst = max(worst, float(difference.max()))
+        worst_excess = max(worst_excess, float((difference - (atol + rtol * np.abs(expected))).max()))
+        num_images += batch_size
+    result = {
+        "format": format,
+        "path": str(out),
+        "backend": backend,
+        "resolution": resolution,
+        "size_bytes": _path_size(out),
+        "max_abs_diff": worst,
+        "atol": atol,
+        "rtol": rtol,
+        "num_images": num_images,
+    }
+    if not worst_excess <= 0:  # also catches nan
+        raise FunmatchError(
+            f"--out {out}: the {format} artefact differs from the Keras model by up to {worst:.3g} "
+            f"(tolerance atol {atol:g} + rtol {rtol:g}·|logit|); the file is left for inspection"
+        )
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="the .keras model to export")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="artefact format")
+    parser.add_argument("--out", required=True, help="output file (.keras / .tflite / .onnx) or folder (savedmodel)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance of the check (default {DEFAULT_ATOL:g})")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance of the check (default {DEFAULT_RTOL:g})")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not pathlib.Path(args.model).is_file():
+        raise FunmatchError(f"MODEL {args.model}: no such file")
+    result = export_model(args.model, args.out, args.format, overwrite=args.overwrite, atol=args.atol, rtol=args.rtol)
+    print(
+        f"wrote {result['path']} ({result['format']}, {result['size_bytes'] / 1e6:.2f} MB, {result['backend']} backend); "
+        f"max |exported − keras| = {result['max_abs_diff']:.3g} over {result['num_images']} images "
+        f"(tolerance atol {result['atol']:g} + rtol {result['rtol']:g}·|logit|): ok"
+    )
+    return 0

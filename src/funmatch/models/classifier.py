@@ -1,0 +1,132 @@
+"""`Classifier`: every registry model, carrying its preprocessing contract.
+
+A `Classifier` wraps a backbone (a functional Keras model: images -> logits) and stores, in its
+config, the contract funmatch needs to feed it correctly: the architecture name, the number of
+classes, the expected resolution and the input value range. The contract survives a `.keras`
+save and a safe-mode `keras.models.load_model`, so a saved teacher tells the eval pipeline how to
+preprocess its inputs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from funmatch.errors import FunmatchError
+
+VALUE_RANGE = (-1.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="funmatch")
+class Classifier(keras.Model):
+    """Images `[B, H, W, 3]` in `value_range` -> logits `[B, num_classes]`.
+
+    Args:
+      backbone: a Keras model mapping images to logits `[B, num_classes]`.
+      arch: registry name (e.g. "bit_r50x1"); with `num_classes` and `resolution`, the contract.
+      num_classes: number of logits.
+      resolution: the square input size the model expects (eval pipelines resize/crop to it).
+      value_range: (low, high) of the input pixels; funmatch models all use (-1, 1).
+      arch_kwargs: the keyword arguments given to `funmatch.models.create` (for the record).
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        arch: str,
+        num_classes: int,
+        resolution: int,
+        value_range=VALUE_RANGE,
+        arch_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.arch = str(arch)
+        self.num_classes = int(num_classes)
+        self.resolution = int(resolution)
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.arch_kwargs = dict(arch_kwargs or {})
+        if backbone.built:
+            # The functional backbone already owns its variables; nothing to build here.
+            self.built = True
+
+    def build(self, input_shape=None):
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
+        self.built = True
+
+    def call(self, images, training=None):
+        return self.backbone(images, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    @property
+    def contract(self) -> dict:
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "resolution": self.resolution,
+            "value_range": self.value_range,
+        }
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "resolution": self.resolution,
+            "value_range": list(self.value_range),
+            "arch_kwargs": dict(self.arch_kwargs),
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def contract(model: keras.Model) -> dict:
+    """The preprocessing contract of a funmatch model:
+    `{"arch": str, "num_classes": int, "resolution": int, "value_range": (-1.0, 1.0)}`.
+
+    Raises FunmatchError for a model that was not made by `funmatch.models.create` (no contract).
+    """
+    if isinstance(model, Classifier):
+        return model.contract
+    raise FunmatchError(
+        f"model {getattr(model, 'name', model)!r} carries no funmatch preprocessing contract "
+        "(build it with funmatch.models.create or load a .keras file written by funmatch)"
+    )
+
+
+def save(model: keras.Model, path: str | os.PathLike) -> None:
+    """Writes `model` to a `.keras` file (the contract is part of its config)."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise FunmatchError(f"{path}: a funmatch model file must end in .keras")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    model.save(path)
+
+
+def load(path: str | os.PathLike) -> keras.Model:
+    """Loads a `.keras` model with Keras safe mode and funmatch's layers registered.
+
+    Raises FunmatchError naming `path` when the file is missing or does not load.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FunmatchError(f"{path}: model file not found")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # Keras raises many types here; the user needs the path and cause.
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FunmatchError(f"{path}: could not load the model ({type(error).__name__}: {message})") from error

@@ -1,0 +1,76 @@
+"""`funmatch models`: list the registry with parameters and FLOPs; convert official BiT checkpoints.
+
+    funmatch models [list] [--resolution 64] [--num-classes 10] [--names 'bit_r26*']
+    funmatch models convert --npz BiT-M-R50x1.npz --arch bit_r50x1 [--num-classes 10] \\
+        [--resolution 128] --out teacher.keras
+
+Counting conventions: parameters = all weights; FLOPs per image, multiply-add = 2 FLOPs, convs
+and dense layers only (see `funmatch.models.flops`). BiT rows are computed from the architecture
+without building the model (`bit.bit_cost`), so bit_r152x4 lists instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+
+
+def _add_list_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("--resolution", type=int, default=default(None),
+                        help="input resolution for the FLOPs column (default: each family's contract resolution)")
+    parser.add_argument("--num-classes", type=int, default=default(1000), help="head size (default 1000)")
+    parser.add_argument("--names", default=default("*"), help="only names matching this glob, e.g. 'bit_r26*'")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_list_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="models_command", metavar="{list,convert}")
+    list_parser = sub.add_parser("list", help="list model names with parameters and FLOPs (default)")
+    _add_list_options(list_parser, suppress=True)
+    convert = sub.add_parser("convert", help="official BiT .npz checkpoint -> funmatch .keras file")
+    convert.add_argument("--npz", required=True, help="checkpoint path, URL, gs:// path or tag (e.g. BiT-M-R50x1)")
+    convert.add_argument("--arch", required=True, help="funmatch BiT name, e.g. bit_r50x1")
+    convert.add_argument("--num-classes", type=int, default=None,
+                         help="head size (default: the checkpoint's; another count re-initialises the head to zeros)")
+    convert.add_argument("--resolution", type=int, default=None, help="contract resolution (default 128)")
+    convert.add_argument("--out", required=True, help="output .keras file")
+
+
+def _rows(names, resolution, num_classes):
+    from funmatch.models import bit, registry
+    from funmatch.models.flops import count_flops, count_params
+
+    for name in names:
+        model_family = registry.family(name)
+        size = resolution or registry.DEFAULT_RESOLUTION[model_family]
+        if model_family == "bit":
+            params, flops = bit.bit_cost(bit.parse_bit_name(name), num_classes, size)
+        else:
+            model = registry.create(name, num_classes, resolution=size)
+            params, flops = count_params(model), count_flops(model, size)
+        yield name, size, params, flops
+
+
+def main(args: argparse.Namespace) -> int:
+    from funmatch.errors import FunmatchError
+    from funmatch.models import registry
+
+    if getattr(args, "models_command", None) == "convert":
+        from funmatch.models.checkpoints import convert_checkpoint
+        from funmatch.models.classifier import contract
+
+        if registry.family(args.arch) != "bit":
+            raise FunmatchError(f"--arch {args.arch!r}: official .npz checkpoints are BiT ResNet-V2 (bit_r*) models")
+        model = convert_checkpoint(args.npz, args.arch, args.out, num_classes=args.num_classes, resolution=args.resolution)
+        print(f"wrote {args.out}: {contract(model)}")
+        return 0
+
+    names = [name for name in registry.list_models() if fnmatch.fnmatch(name, args.names)]
+    if not names:
+        raise FunmatchError(f"--names {args.names!r} matches no model (known: {', '.join(registry.list_models())})")
+    print(f"{'model':<22}{'res':>5}{'params':>16}{'MFLOPs/image':>16}")
+    for name, size, params, flops in _rows(names, args.resolution, args.num_classes):
+        print(f"{name:<22}{size:>5}{params:>16,}{flops / 1e6:>16,.1f}", flush=True)
+    print(f"(params: all weights, {args.num_classes} classes; FLOPs: multiply-add = 2, convs + dense)")
+    return 0

@@ -1,0 +1,68 @@
+"""Hyperparameter search with keras-tuner: search space, leased chief/worker oracle, the trial runner, summaries.
+
+The command line is `funmatch tune` (`funmatch.tune`). Importing this subpackage does not import
+keras-tuner, Keras or TensorFlow; they are imported when a search is built.
+"""
+
+from funmatch.tuning.distributed import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LEASE_TIMEOUT_S,
+    LeasedOracleClient,
+    LeaseMixin,
+    leased,
+    role_from_environment,
+    serve,
+    wait_for_chief,
+)
+from funmatch.tuning.space import (
+    AXIS_ALIASES,
+    Axis,
+    build_hyperparameters,
+    canonical_name,
+    default_axes,
+    parse_axis,
+    parse_space,
+    resolve_axes,
+    trial_config,
+)
+from funmatch.tuning.summary import load_trials, summarize
+from funmatch.tuning.tuner import (
+    MODEL_FILES,
+    OBJECTIVES,
+    distill_run_fn,
+    make_oracle,
+    prune_trial_dir,
+    teacher_run_fn,
+    trial_metrics,
+    tuner_class,
+)
+
+__all__ = [
+    "AXIS_ALIASES",
+    "Axis",
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_LEASE_TIMEOUT_S",
+    "LeaseMixin",
+    "LeasedOracleClient",
+    "MODEL_FILES",
+    "OBJECTIVES",
+    "build_hyperparameters",
+    "canonical_name",
+    "default_axes",
+    "distill_run_fn",
+    "leased",
+    "load_trials",
+    "make_oracle",
+    "parse_axis",
+    "parse_space",
+    "prune_trial_dir",
+    "resolve_axes",
+    "role_from_environment",
+    "serve",
+    "summarize",
+    "teacher_run_fn",
+    "trial_config",
+    "trial_metrics",
+    "tuner_class",
+    "wait_for_chief",
+]
