@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ start-up notes (oneDNN, CPU features) are noise on a command line.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from funmatch import __version__
 from funmatch.errors import FunmatchError
@@ -29,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("funmatch.export", "export a .keras model to keras / savedmodel / tflite / onnx and verify the outputs"),
     "tune": ("funmatch.tune", "hyperparameter search with keras-tuner (one process or chief/workers; resumable; best-K models kept)"),
     "report": ("funmatch.report", "HTML + markdown report with plots from distillation workdir(s); several workdirs are compared"),
+    "demo": ("funmatch.demo", "the whole pipeline on the embedded EuroSAT cut: distill vs. labels, evaluate, report"),
 }
 
 

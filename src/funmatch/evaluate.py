@@ -111,6 +111,18 @@ def predict_logits(model, dataset, *, image_key: str = "image", max_examples: in
     return result
 
 
+def split_logits(model, data_dir, split, spec, batch_size, max_examples=0) -> dict[str, np.ndarray]:
+    """Logits of `model` on `split`; with `max_examples`, on a strided subset (every k-th example,
+    so that a class-sorted split still gives a subset spread over all classes)."""
+    from funmatch.data import pipeline
+
+    total = pipeline.num_examples(data_dir, split)
+    stride = -(-total // max_examples) if max_examples and total > max_examples else 1
+    # The eval pipeline's process sharding (examples i with i % count == index) gives the strided subset.
+    dataset = pipeline.eval_dataset(data_dir, split, spec, batch_size, process_index=0, process_count=stride)
+    return predict_logits(model, dataset)
+
+
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of rows whose label is among the k largest logits."""
     if len(labels) == 0:

@@ -23,6 +23,7 @@ import numpy as np
 
 from funmatch.configs import MODES, Config, get_config
 from funmatch.errors import FunmatchError
+from funmatch.evaluate import split_logits
 
 TRAIN_KEYS = '"image", "teacher", "label", "index"'
 
@@ -76,18 +77,10 @@ def _load_teacher(path, num_classes: int):
     if not pathlib.Path(path).exists():
         raise FunmatchError(f"--teacher {path}: no such file")
     teacher = models.load(path)
-    teacher_classes = int(teacher.outputs[0].shape[-1]) if getattr(teacher, "outputs", None) else models.contract(teacher)["num_classes"]
+    teacher_classes = int(models.contract(teacher)["num_classes"])
     if teacher_classes != num_classes:
         raise FunmatchError(f"--teacher {path}: the teacher has {teacher_classes} classes, the dataset has {num_classes}")
     return teacher
-
-
-def _split_logits(model, data_dir, split, spec, batch_size, max_examples=0) -> dict[str, np.ndarray]:
-    from funmatch.data import pipeline
-    from funmatch.evaluate import predict_logits
-
-    dataset = pipeline.eval_dataset(data_dir, split, spec, batch_size)
-    return predict_logits(model, dataset, max_examples=max_examples)
 
 
 def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits) -> dict[str, dict[str, np.ndarray]]:
@@ -102,7 +95,7 @@ def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, spli
         if path.exists() and labels_path.exists():
             out[split] = {"logits": np.load(path), "labels": np.load(labels_path)}
             continue
-        result = _split_logits(teacher, data_dir, split, eval_pp(config, config.teacher_resolution), config.eval_batch_size, config.eval_max_examples)
+        result = split_logits(teacher, data_dir, split, eval_pp(config, config.teacher_resolution), config.eval_batch_size, config.eval_max_examples)
         atomic_save_npy(labels_path, result["labels"])
         atomic_save_npy(path, result["logits"])
         out[split] = result
@@ -121,13 +114,30 @@ def fixed_teacher_targets(workdir: pathlib.Path, teacher, config: Config, data_d
         cached = np.load(path)
         if cached.shape[0] == num_examples:
             return cached
-    result = _split_logits(teacher, data_dir, config.train_split, eval_pp(config, config.teacher_resolution), config.eval_batch_size)
+    result = split_logits(teacher, data_dir, config.train_split, eval_pp(config, config.teacher_resolution), config.eval_batch_size)
     table = np.zeros((num_examples, result["logits"].shape[1]), np.float32)
     table[result["index"]] = result["logits"]
     if len(np.unique(result["index"])) != num_examples:
         raise FunmatchError(f"--data {data_dir}: split {config.train_split!r} indices do not cover 0..{num_examples - 1}")
     atomic_save_npy(path, table)
     return table
+
+
+def save_input_grid(dataset, config: Config, path) -> None:
+    """A picture of what the models see: the first training batch's views, and after mixup."""
+    import keras
+
+    from funmatch.distill import mixup
+    from funmatch.report import save_augmentation_grid
+
+    batch = next(iter(dataset.take(1).as_numpy_iterator()))
+    views = {k: batch[k] for k in ("image", "teacher") if k in batch}
+    mixed, coefficient = {}, None
+    if config.mode == "function_matching" and config.mixup_p > 0:
+        out, a = mixup(views, seed=keras.random.SeedGenerator(config.seed), p=config.mixup_p)
+        mixed = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+        coefficient = float(keras.ops.convert_to_numpy(a))
+    save_augmentation_grid(views, mixed, path, mixup_coefficient=coefficient)
 
 
 def distill(
@@ -206,10 +216,13 @@ def distill(
             dataset = dataset.map(lambda b: {**b, "teacher_logits": tf.gather(table, b["index"])})
         return dataset
 
+    if not (workdir / "augmentations.png").exists():
+        save_input_grid(make_dataset(0), config, workdir / "augmentations.png")
+
     def evaluate(step: int) -> dict[str, float]:
         out = {}
         for split in eval_splits:
-            result = _split_logits(student, data_dir, split, eval_pp(config, config.student_resolution),
+            result = split_logits(student, data_dir, split, eval_pp(config, config.student_resolution),
                                    config.eval_batch_size, config.eval_max_examples)
             teacher_logits = teacher_eval[split]["logits"][: len(result["labels"])]
             out.update(fidelity_metrics(result["logits"], result["labels"], teacher_logits, prefix=f"{split}_"))
@@ -238,7 +251,7 @@ def distill(
     full = dataclasses.replace(config, eval_max_examples=0)
     teacher_full = _teacher_eval(workdir / "final_eval", teacher, full, data_dir, eval_splits) if config.eval_max_examples else teacher_eval
     for split in eval_splits:
-        result = _split_logits(student, data_dir, split, eval_pp(config, config.student_resolution), config.eval_batch_size)
+        result = split_logits(student, data_dir, split, eval_pp(config, config.student_resolution), config.eval_batch_size)
         final.update(fidelity_metrics(result["logits"], result["labels"], teacher_full[split]["logits"], prefix=f"{split}_"))
         final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
     final["wall_time_sec_this_process"] = time.time() - started

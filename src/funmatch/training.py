@@ -204,6 +204,7 @@ def _build_loop_callback(
     progress: bool,
     description: str,
     loss_key: str = "loss",
+    previous_train_seconds: float = 0.0,
 ):
     import keras
 
@@ -217,6 +218,10 @@ def _build_loop_callback(
             self.chunk_start_time = None
             self.chunk_start_step = start_step
             self.metrics_path = workdir / "metrics.jsonl"
+            # Seconds spent training (all processes of this run so far, excluding start-up and compile
+            # outside fit), carried across resumes through the checkpoint's meta.
+            self.train_seconds_before = float(previous_train_seconds)
+            self.train_begin_time = None
 
         def on_train_begin(self, logs=None):
             if progress:
@@ -227,6 +232,7 @@ def _build_loop_callback(
                     mininterval=1.0,
                 )
             self.chunk_start_time = time.perf_counter()
+            self.train_begin_time = time.perf_counter()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.chunk_start_time = time.perf_counter()
@@ -257,6 +263,7 @@ def _build_loop_callback(
                 "epoch": self.step / steps_per_data_epoch if steps_per_data_epoch else None,
                 "images_per_sec": steps_done * images_per_step / max(elapsed, 1e-9),
                 "wall_time": time.time(),
+                "train_seconds": self.train_seconds_before + time.perf_counter() - self.train_begin_time,
             }
             record.update({f"train_{k}": float(v) for k, v in (logs or {}).items()})
             last = self.step >= total_steps
@@ -268,7 +275,7 @@ def _build_loop_callback(
                     self.bar.write(f"step {self.step}: {shown}")
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            checkpointer.save(self.step, groups(), {"epoch": record["epoch"]})
+            checkpointer.save(self.step, groups(), {"epoch": record["epoch"], "train_seconds": record["train_seconds"]})
 
         def on_train_end(self, logs=None):
             if self.bar is not None:
@@ -326,6 +333,7 @@ def fit_resumable(
         workdir=workdir,
         progress=progress,
         description=description,
+        previous_train_seconds=float(meta.get("train_seconds", 0.0)) if meta else 0.0,
     )
     callbacks = [loop, keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True), *extra_callbacks]
     model.fit(

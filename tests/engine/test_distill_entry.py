@@ -44,6 +44,7 @@ def test_one_run_of_the_real_entry(engine_data, engine_teacher, tmp_path):
     lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == [2, 3] and all(np.isfinite(l["train_loss"]) for l in lines)
     assert (workdir / "log.csv").exists() and (workdir / "tensorboard").is_dir()
+    assert (workdir / "augmentations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The teacher file is untouched, and checkpoints hold the student (not the teacher).
     assert _sha(engine_teacher) == teacher_hash
     meta = json.loads((workdir / "checkpoints" / "ckpt-000000003" / "meta.json").read_text())

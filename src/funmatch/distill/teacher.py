@@ -133,7 +133,7 @@ def train_supervised(
     """Resumable label training of `model` in `workdir`; returns validation/test metrics of the result."""
     from funmatch import runtime
     from funmatch.data import pipeline, tfrecords
-    from funmatch.evaluate import fidelity_metrics, predict_logits
+    from funmatch.evaluate import fidelity_metrics, split_logits
     from funmatch.train import eval_pp
     from funmatch.training import fit_resumable
 
@@ -159,8 +159,8 @@ def train_supervised(
     def evaluate(step: int, max_examples: int | None = None) -> dict[str, float]:
         out = {}
         for split in splits:
-            dataset = pipeline.eval_dataset(data_dir, split, eval_pp(eval_config, resolution), config.eval_batch_size)
-            result = predict_logits(model, dataset, max_examples=config.eval_max_examples if max_examples is None else max_examples)
+            result = split_logits(model, data_dir, split, eval_pp(eval_config, resolution), config.eval_batch_size,
+                                  config.eval_max_examples if max_examples is None else max_examples)
             out.update(fidelity_metrics(result["logits"], result["labels"], prefix=f"{split}_"))
         return out
 
@@ -178,8 +178,13 @@ def train_supervised(
     return evaluate(steps, max_examples=0)
 
 
-def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train or fine-tune the recipe's teacher; writes `teacher.keras` and `teacher_metrics.json`."""
+def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None = None, progress: bool = True,
+                  output_name: str = "teacher") -> dict[str, Any]:
+    """Train or fine-tune the recipe's teacher (`config.teacher*` fields) on labels.
+
+    Writes `{output_name}.keras` and `{output_name}_metrics.json` in `workdir` (the demo reuses this
+    to train its label-only reference student, with `output_name="student"`).
+    """
     from funmatch import models
     from funmatch.data import tfrecords
     from funmatch.optim import make_optimizer
@@ -236,11 +241,12 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
         progress=progress, description=f"teacher {config.teacher}",
     )
     metrics.update({"arch": config.teacher, "steps": steps, "wall_time_sec_this_process": time.time() - started})
-    atomic_save_keras(model, workdir / "teacher.keras")
-    atomic_write_text(workdir / "teacher_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    atomic_save_keras(model, workdir / f"{output_name}.keras")
+    atomic_write_text(workdir / f"{output_name}_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     if progress:
         print(f"funmatch teacher: {config.val_split} accuracy {metrics[f'{config.val_split}_accuracy']:.4f}, "
-              f"{config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}; wrote {workdir / 'teacher.keras'}")
+              f"{config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}; "
+              f"wrote {workdir / (output_name + '.keras')}")
     return metrics
 
 

@@ -1,0 +1,161 @@
+# %% [markdown]
+# # funmatch 03 — Function matching: distill the teacher into the student
+#
+# The paper's recipe: the student (BiT-R50x1, from scratch) learns only from the frozen teacher's outputs on the
+# same aggressively augmented and mixed-up images, for a long time. This notebook shows the inputs, runs the
+# distillation (optionally the paper's four-mode ablation) and shows the training curves.
+
+# %% [markdown]
+# ## Setup
+#
+# **Install.** The next cell installs funmatch when it is not importable yet (it is skipped in CI, in a local
+# checkout's environment and on a second run). `FUNMATCH_SOURCE` is what pip installs: a checkout folder, a
+# wheel, or a pip requirement such as a git URL of your fork; by default the checkout this notebook sits in.
+# On accelerator images (Kaggle, Colab) the image's own TensorFlow build is kept: funmatch's CPU-only
+# `tensorflow-cpu` requirement is left out there (installing both would break TensorFlow).
+
+# %%
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+FUNMATCH_SOURCE = os.environ.get("FUNMATCH_SOURCE", "")
+
+if importlib.util.find_spec("funmatch") is None:
+    checkouts = [p for p in (pathlib.Path.cwd(), *pathlib.Path.cwd().parents) if (p / "src" / "funmatch").is_dir()]
+    source = FUNMATCH_SOURCE or (str(checkouts[0]) if checkouts else "")
+    if not source:
+        raise RuntimeError("funmatch is not installed: set FUNMATCH_SOURCE to a checkout, a wheel or a pip requirement")
+    image_has_tensorflow = importlib.util.find_spec("tensorflow") is not None
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.check_call(pip + (["--no-deps"] if image_has_tensorflow else []) + [source])
+    if image_has_tensorflow:
+        requirements = [r for r in importlib.metadata.requires("funmatch") or []
+                        if "extra ==" not in r and not r.startswith("tensorflow-cpu")]
+        subprocess.check_call(pip + requirements)
+    importlib.invalidate_caches()
+print("funmatch", importlib.metadata.version("funmatch"))
+
+# %% [markdown]
+# **Accelerator.** Finds the TPU, the GPUs or the CPU and sets up data parallelism over all local devices
+# (`keras.distribution.DataParallel` on JAX; `TPUStrategy` / `MirroredStrategy` on TensorFlow, which funmatch's
+# training entries enter themselves). The Keras backend is JAX unless `KERAS_BACKEND` says otherwise; it is
+# fixed once Keras is imported, so set it before this cell.
+
+# %%
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from funmatch import runtime
+
+if runtime.backend() == "jax":
+    import jax
+
+    ACCELERATOR = jax.devices()[0].platform.upper()
+else:
+    import tensorflow as tf
+
+    ACCELERATOR = next((kind for kind in ("TPU", "GPU") if tf.config.list_physical_devices(kind)), "CPU")
+runtime.distribution_scope()
+print(f"accelerator: {ACCELERATOR}, {runtime.replica_count()} device(s), Keras backend {runtime.backend()}")
+
+# %% [markdown]
+# ## Parameters
+#
+# The defaults are the paper's Flowers102 `fast` recipe (10,000 epochs = 19,922 steps of 512 images,
+# lr 0.003, weight decay 3e-4, T = 10) with the teacher from 02_train_teacher, as run on a TPU v3-8.
+# `SMOKE = True` runs 3 steps of 8 images with a tiny teacher trained here, on the embedded EuroSAT images (CI).
+
+# %% tags=["parameters"]
+SMOKE = False  # True: a tiny run on the embedded EuroSAT images (CI)
+RECIPE = "flowers102:variant=fast"  # RECIPE[:key=value,...]; see funmatch.configs
+DATA_DIR = "data/flowers102"  # written by 01_prepare_data
+TEACHER = "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
+WORKDIR = "runs/flowers102_fast"  # one sub-folder per mode, and report/; re-running resumes
+MODES = ["function_matching"]  # add "consistent", "independent", "fixed_teacher" for the paper's ablation
+
+# %%
+import importlib.resources
+
+from funmatch.data.prepare import prepare
+from funmatch.distill.teacher import train_teacher
+
+if SMOKE:
+    RECIPE = "eurosat:smoke=true,teacher=tiny_cnn_w8"
+    DATA_DIR, WORKDIR = "funmatch_smoke/data", "funmatch_smoke/distill"
+    TEACHER = "funmatch_smoke/teacher/teacher.keras"
+    if not pathlib.Path(DATA_DIR, "dataset.json").exists():
+        prepare(f"folder:{importlib.resources.files('funmatch') / 'assets' / 'eurosat_mini'}", DATA_DIR, progress=False)
+    if not pathlib.Path(TEACHER).exists():
+        train_teacher(RECIPE, DATA_DIR, pathlib.Path(TEACHER).parent, progress=False)
+DATA_DIR, WORKDIR = pathlib.Path(DATA_DIR), pathlib.Path(WORKDIR)
+
+from funmatch.configs import get_config
+
+config = get_config(RECIPE)
+print(f"{config.recipe} {config.variant}: student {config.student}, {config.steps or '(from the data)'} steps of "
+      f"{config.batch_size}, lr {config.learning_rate:g}, weight decay {config.weight_decay:g}, T = {config.temperature:g}")
+
+# %% [markdown]
+# ## Consistent teaching: teacher and student see the same image
+#
+# The paper's central point: the teacher must be evaluated on *exactly* the student's (heavily augmented,
+# mixed-up) input. First the batch as function matching builds it — one crop shared by both models, then mixup;
+# below, the `independent` ablation, where each model gets its own crop (and the student learns less).
+
+# %%
+import keras
+from IPython.display import Image, Markdown, display
+
+from funmatch.data import train_dataset
+from funmatch.distill import mixup
+from funmatch.report import save_augmentation_grid
+from funmatch.train import train_pp
+
+WORKDIR.mkdir(parents=True, exist_ok=True)
+for mode in ("function_matching", "independent"):
+    print(f"{mode}: {train_pp(config, mode)}")
+    batch = next(iter(train_dataset(DATA_DIR, config.train_split, train_pp(config, mode), 8, seed=config.seed)))
+    batch = {key: value.numpy() for key, value in batch.items()}
+    p = config.mixup_p if mode == "function_matching" else 0.0
+    mixed, coefficient = mixup(batch, seed=keras.random.SeedGenerator(config.seed), p=p)
+    grid = save_augmentation_grid(batch, mixed if p else {}, WORKDIR / f"inputs_{mode}.png",
+                                  mixup_coefficient=float(coefficient) if p else None)
+    display(Image(filename=str(grid)))
+
+# %% [markdown]
+# ## Distill
+#
+# `funmatch.train.distill` (the `funmatch distill` command) per mode: loss T²·KL(teacher ‖ student) with no
+# labels, Adam with decoupled weight decay, warmup then cosine, checkpoints in the workdir (a re-run resumes
+# after an interruption), periodic evaluation, `student.keras` and `metrics.json` at the end.
+
+# %%
+from funmatch.train import distill
+
+results = {}
+for mode in MODES:
+    results[mode] = distill(config, DATA_DIR, TEACHER, WORKDIR / mode, mode=mode, progress=not SMOKE)
+split = config.test_split
+display(Markdown(
+    f"| mode | student {split} accuracy | agreement | KL | teacher accuracy |\n|---|---:|---:|---:|---:|\n"
+    + "\n".join(f"| {mode} | {r[f'{split}_accuracy']:.2%} | {r[f'{split}_agreement']:.2%} | {r[f'{split}_kl']:.4f} "
+                f"| {r[f'teacher_{split}_accuracy']:.2%} |" for mode, r in results.items())))
+
+# %% [markdown]
+# ## Report
+#
+# `funmatch.report.write_report` (the `funmatch report` command): per run the training curves (loss; student
+# accuracy and agreement with the teacher against steps and epochs) and the augmented inputs the run trained
+# on; with several modes, a comparison against epochs (patience and consistency, as in the paper's figures).
+
+# %%
+from funmatch.report import write_report
+
+page = write_report([WORKDIR / mode for mode in MODES], WORKDIR / "report")
+print("report:", page)
+for picture in sorted(page.parent.glob("*.png")):
+    display(Markdown(f"`{picture.name}`"), Image(filename=str(picture)))

@@ -1,0 +1,128 @@
+# %% [markdown]
+# # funmatch 04 — Hyperparameter search
+#
+# The paper swept learning rate, weight decay, temperature, mixup strength and schedule length per dataset.
+# This notebook runs such a search with keras-tuner through `funmatch.tune.tune`: every trial is a real
+# distillation run in its own folder, and only the best trials keep their models.
+
+# %% [markdown]
+# ## Setup
+#
+# **Install.** The next cell installs funmatch when it is not importable yet (it is skipped in CI, in a local
+# checkout's environment and on a second run). `FUNMATCH_SOURCE` is what pip installs: a checkout folder, a
+# wheel, or a pip requirement such as a git URL of your fork; by default the checkout this notebook sits in.
+# On accelerator images (Kaggle, Colab) the image's own TensorFlow build is kept: funmatch's CPU-only
+# `tensorflow-cpu` requirement is left out there (installing both would break TensorFlow).
+
+# %%
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+FUNMATCH_SOURCE = os.environ.get("FUNMATCH_SOURCE", "")
+
+if importlib.util.find_spec("funmatch") is None:
+    checkouts = [p for p in (pathlib.Path.cwd(), *pathlib.Path.cwd().parents) if (p / "src" / "funmatch").is_dir()]
+    source = FUNMATCH_SOURCE or (str(checkouts[0]) if checkouts else "")
+    if not source:
+        raise RuntimeError("funmatch is not installed: set FUNMATCH_SOURCE to a checkout, a wheel or a pip requirement")
+    image_has_tensorflow = importlib.util.find_spec("tensorflow") is not None
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.check_call(pip + (["--no-deps"] if image_has_tensorflow else []) + [source])
+    if image_has_tensorflow:
+        requirements = [r for r in importlib.metadata.requires("funmatch") or []
+                        if "extra ==" not in r and not r.startswith("tensorflow-cpu")]
+        subprocess.check_call(pip + requirements)
+    importlib.invalidate_caches()
+print("funmatch", importlib.metadata.version("funmatch"))
+
+# %% [markdown]
+# **Accelerator.** Finds the TPU, the GPUs or the CPU and sets up data parallelism over all local devices
+# (`keras.distribution.DataParallel` on JAX; `TPUStrategy` / `MirroredStrategy` on TensorFlow, which funmatch's
+# training entries enter themselves). The Keras backend is JAX unless `KERAS_BACKEND` says otherwise; it is
+# fixed once Keras is imported, so set it before this cell.
+
+# %%
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from funmatch import runtime
+
+if runtime.backend() == "jax":
+    import jax
+
+    ACCELERATOR = jax.devices()[0].platform.upper()
+else:
+    import tensorflow as tf
+
+    ACCELERATOR = next((kind for kind in ("TPU", "GPU") if tf.config.list_physical_devices(kind)), "CPU")
+runtime.distribution_scope()
+print(f"accelerator: {ACCELERATOR}, {runtime.replica_count()} device(s), Keras backend {runtime.backend()}")
+
+# %% [markdown]
+# ## Parameters
+#
+# The defaults search learning rate, weight decay and temperature of the Flowers102 `fast` recipe with
+# 8 random trials (each a full distillation run) with the teacher from 02_train_teacher. `SMOKE = True` runs
+# 2 trials of 3 steps with a tiny teacher on the embedded EuroSAT images (CI).
+
+# %% tags=["parameters"]
+SMOKE = False  # True: 2 tiny trials on the embedded EuroSAT images (CI)
+RECIPE = "flowers102:variant=fast"  # the base recipe; tuned fields are replaced per trial
+DATA_DIR = "data/flowers102"  # written by 01_prepare_data
+TEACHER = "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
+SEARCH_DIR = "runs/flowers102_search"  # trials/<id>/ are run folders; re-running resumes the search
+SEARCH = "random"  # random | bayesian | hyperband
+MAX_TRIALS = 8
+OBJECTIVE = "val_accuracy"  # or val_agreement, val_kl
+SPACE = ["lr=0.001,0.003,0.01;wd=1e-5..1e-3:log;T=1,2,5,10"]  # see funmatch.tuning.space; [] = the paper's sweep
+AXES = ["lr", "wd", "T"]  # the axes searched; [] = all axes of the space
+KEEP_BEST = 3  # trials whose models are kept (the others keep metrics only)
+
+# %%
+import importlib.resources
+
+from funmatch.data.prepare import prepare
+from funmatch.distill.teacher import train_teacher
+
+if SMOKE:
+    RECIPE = "eurosat:smoke=true,teacher=tiny_cnn_w8"
+    DATA_DIR, SEARCH_DIR = "funmatch_smoke/data", "funmatch_smoke/search"
+    TEACHER = "funmatch_smoke/teacher/teacher.keras"
+    MAX_TRIALS, SPACE, AXES, KEEP_BEST = 2, ["lr=0.001,0.01;T=1,2"], ["lr", "T"], 1
+    if not pathlib.Path(DATA_DIR, "dataset.json").exists():
+        prepare(f"folder:{importlib.resources.files('funmatch') / 'assets' / 'eurosat_mini'}", DATA_DIR, progress=False)
+    if not pathlib.Path(TEACHER).exists():
+        train_teacher(RECIPE, DATA_DIR, pathlib.Path(TEACHER).parent, progress=False)
+
+# %% [markdown]
+# ## Search
+#
+# `funmatch.tune.tune` (the `funmatch tune` command) runs keras-tuner over real, resumable distillation runs.
+# To spread trials over machines, run one chief (`role="chief"`) and any number of workers (`role="worker"`,
+# `chief="HOST:PORT"`) on the same search folder; see `funmatch tune --help`.
+
+# %%
+from funmatch.tune import tune
+
+result = tune(RECIPE, DATA_DIR, SEARCH_DIR, teacher_path=TEACHER, search=SEARCH, max_trials=MAX_TRIALS,
+              objective=OBJECTIVE, space=SPACE or None, axes=AXES or None, keep_best=KEEP_BEST, verbose=not SMOKE)
+print(f"{result['trials']} trials; best: {result['best']}")
+
+# %% [markdown]
+# ## Results
+#
+# One row per trial (also written as `summary.csv` / `summary.md`), and the objective against each
+# hyperparameter (best trial in red).
+
+# %%
+from IPython.display import Image, Markdown, display
+
+from funmatch.tuning import summarize
+
+paths = summarize(SEARCH_DIR, echo=False)
+display(Markdown(paths["markdown"].read_text()))
+display(Image(filename=str(paths["plot"])))

@@ -1,0 +1,153 @@
+# %% [markdown]
+# # funmatch 05 — Evaluate the student against its teacher, and export it
+#
+# What did distillation buy? This notebook measures the student next to its teacher — accuracy, agreement,
+# per-class gaps, and the cost that was saved (parameters, FLOPs, size, latency) — then exports the student
+# as `.keras`, SavedModel and TFLite, each loaded back and checked against the Keras model.
+
+# %% [markdown]
+# ## Setup
+#
+# **Install.** The next cell installs funmatch when it is not importable yet (it is skipped in CI, in a local
+# checkout's environment and on a second run). `FUNMATCH_SOURCE` is what pip installs: a checkout folder, a
+# wheel, or a pip requirement such as a git URL of your fork; by default the checkout this notebook sits in.
+# On accelerator images (Kaggle, Colab) the image's own TensorFlow build is kept: funmatch's CPU-only
+# `tensorflow-cpu` requirement is left out there (installing both would break TensorFlow).
+
+# %%
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+FUNMATCH_SOURCE = os.environ.get("FUNMATCH_SOURCE", "")
+
+if importlib.util.find_spec("funmatch") is None:
+    checkouts = [p for p in (pathlib.Path.cwd(), *pathlib.Path.cwd().parents) if (p / "src" / "funmatch").is_dir()]
+    source = FUNMATCH_SOURCE or (str(checkouts[0]) if checkouts else "")
+    if not source:
+        raise RuntimeError("funmatch is not installed: set FUNMATCH_SOURCE to a checkout, a wheel or a pip requirement")
+    image_has_tensorflow = importlib.util.find_spec("tensorflow") is not None
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.check_call(pip + (["--no-deps"] if image_has_tensorflow else []) + [source])
+    if image_has_tensorflow:
+        requirements = [r for r in importlib.metadata.requires("funmatch") or []
+                        if "extra ==" not in r and not r.startswith("tensorflow-cpu")]
+        subprocess.check_call(pip + requirements)
+    importlib.invalidate_caches()
+print("funmatch", importlib.metadata.version("funmatch"))
+
+# %% [markdown]
+# **Accelerator.** Finds the TPU, the GPUs or the CPU and sets up data parallelism over all local devices
+# (`keras.distribution.DataParallel` on JAX; `TPUStrategy` / `MirroredStrategy` on TensorFlow, which funmatch's
+# training entries enter themselves). The Keras backend is JAX unless `KERAS_BACKEND` says otherwise; it is
+# fixed once Keras is imported, so set it before this cell.
+
+# %%
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from funmatch import runtime
+
+if runtime.backend() == "jax":
+    import jax
+
+    ACCELERATOR = jax.devices()[0].platform.upper()
+else:
+    import tensorflow as tf
+
+    ACCELERATOR = next((kind for kind in ("TPU", "GPU") if tf.config.list_physical_devices(kind)), "CPU")
+runtime.distribution_scope()
+print(f"accelerator: {ACCELERATOR}, {runtime.replica_count()} device(s), Keras backend {runtime.backend()}")
+
+# %% [markdown]
+# ## Parameters
+#
+# The defaults evaluate the student of 03_function_matching against its teacher on the Flowers102 test split
+# (with latency on this machine's accelerator) and export it for deployment. `SMOKE = True` first makes a
+# 3-step student and a tiny teacher on the embedded EuroSAT images (CI).
+
+# %% tags=["parameters"]
+SMOKE = False  # True: a tiny student and teacher made here on the embedded EuroSAT images (CI)
+RECIPE = "flowers102:variant=fast"  # the recipe the student was trained with (its eval crop ratio)
+DATA_DIR = "data/flowers102"  # written by 01_prepare_data
+STUDENT = "runs/flowers102_fast/function_matching/student.keras"  # written by 03_function_matching
+TEACHER = "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
+SPLIT = "test"
+LATENCY = True  # time the compiled forward pass at batch 1 and 64
+LATENCY_REPEATS = 20
+EXPORT_DIR = "runs/flowers102_fast/export"
+FORMATS = ["keras", "savedmodel", "tflite"]  # also "onnx" with `pip install tf2onnx onnxruntime` (TensorFlow backend)
+
+# %%
+import importlib.resources
+
+from funmatch.data.prepare import prepare
+from funmatch.distill.teacher import train_teacher
+from funmatch.train import distill
+
+if SMOKE:
+    RECIPE = "eurosat:smoke=true,teacher=tiny_cnn_w8"
+    DATA_DIR, EXPORT_DIR = "funmatch_smoke/data", "funmatch_smoke/export"
+    TEACHER, STUDENT = "funmatch_smoke/teacher/teacher.keras", "funmatch_smoke/student/student.keras"
+    LATENCY_REPEATS, FORMATS = 3, ["keras", "tflite"]
+    if not pathlib.Path(DATA_DIR, "dataset.json").exists():
+        prepare(f"folder:{importlib.resources.files('funmatch') / 'assets' / 'eurosat_mini'}", DATA_DIR, progress=False)
+    if not pathlib.Path(TEACHER).exists():
+        train_teacher(RECIPE, DATA_DIR, pathlib.Path(TEACHER).parent, progress=False)
+    if not pathlib.Path(STUDENT).exists():
+        distill(RECIPE, DATA_DIR, TEACHER, pathlib.Path(STUDENT).parent, progress=False)
+DATA_DIR, STUDENT, EXPORT_DIR = pathlib.Path(DATA_DIR), pathlib.Path(STUDENT), pathlib.Path(EXPORT_DIR)
+
+# %% [markdown]
+# ## Evaluate
+#
+# `funmatch.evaluate.evaluate_models` (the `funmatch evaluate` command): every example of the split counted
+# once; accuracy and calibration of both models, how often the student agrees with the teacher, the mean KL,
+# per-class gaps and the cost of each model (parameters, FLOPs, file size, latency).
+
+# %%
+import json
+
+from funmatch.evaluate import evaluate_models, format_summary
+
+evaluation = evaluate_models(STUDENT, TEACHER, data_dir=DATA_DIR, split=SPLIT, config=RECIPE, latency=LATENCY,
+                             latency_repeats=LATENCY_REPEATS)
+# Next to the student's run, `funmatch report` adds it to the run's report.
+(STUDENT.parent / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+print(format_summary(evaluation, worst_classes=10))
+
+# %% [markdown]
+# Per-class gaps: where the student falls short of its teacher (worst at the top).
+
+# %%
+from IPython.display import Image, Markdown, display
+
+from funmatch.report import class_gaps, plot_class_gaps
+
+gaps = class_gaps(evaluation)
+picture = plot_class_gaps(gaps, STUDENT.parent / "class_gaps.png", title="Student − teacher accuracy per class")
+display(Image(filename=str(picture)))
+
+# %% [markdown]
+# ## Export
+#
+# `funmatch.export.export_model` (the `funmatch export` command) writes each format, loads it back and checks
+# it against the Keras model on random images (batch 1 and 4); a format this backend cannot produce says why.
+
+# %%
+from funmatch import FunmatchError
+from funmatch.export import export_model
+
+rows = []
+for format_name in FORMATS:
+    out = EXPORT_DIR / {"keras": "student.keras", "savedmodel": "student_savedmodel", "tflite": "student.tflite",
+                        "onnx": "student.onnx"}[format_name]
+    try:
+        exported = export_model(STUDENT, out, format_name, overwrite=True)
+        rows.append(f"| {format_name} | `{out}` | {exported['size_bytes'] / 1e6:.2f} MB | {exported['max_abs_diff']:.2e} |")
+    except FunmatchError as error:
+        rows.append(f"| {format_name} | not written: {error} | | |")
+display(Markdown("| format | file | size | max abs. difference to Keras |\n|---|---|---:|---:|\n" + "\n".join(rows)))
