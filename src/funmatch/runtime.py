@@ -80,3 +80,30 @@ def distribution_scope() -> Any:
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices).scope()
     return contextlib.nullcontext()
+
+
+def accelerator() -> str:
+    """"TPU", "GPU" or "CPU": the kind of device a step runs on."""
+    if backend() == "jax":
+        import jax
+
+        return jax.devices()[0].platform.upper()
+    import tensorflow as tf
+
+    return next((kind for kind in ("TPU", "GPU") if tf.config.list_logical_devices(kind)), "CPU")
+
+
+def setup(verbose: bool = True) -> dict[str, Any]:
+    """Detect the accelerator and set up data parallelism over all local devices (notebooks' first cell).
+
+    JAX: `keras.distribution.DataParallel` when there are several devices. TensorFlow: the training
+    entries enter `TPUStrategy` / `MirroredStrategy` themselves (`distribution_scope`). Returns
+    {"accelerator", "devices", "backend", "processes"}.
+    """
+    if backend() == "jax":
+        distribution_scope()  # sets the global distribution; nothing to enter
+    info = {"accelerator": accelerator(), "devices": replica_count(), "backend": backend(), "processes": process_info()[1]}
+    if verbose:
+        print(f"accelerator: {info['accelerator']}, {info['devices']} device(s) on {info['processes']} process(es), "
+              f"Keras backend {info['backend']}")
+    return info

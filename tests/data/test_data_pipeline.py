@@ -175,3 +175,26 @@ def test_stream_does_not_depend_on_the_global_seed(tiny_dataset, global_seed):
     finally:
         context.set_global_seed(previous)
     assert_batches_equal(reference, seeded)
+
+
+@pytest.mark.parametrize("spec", [TRAIN_SPEC, 'decode|inception_crop(16)|flip_lr|value_range(-1, 1)|keep("image", "label")',
+                                  'decode|resize(8)|copy("image", "teacher")|value_range(0, 1, key="teacher")|drop("id")'])
+def test_trailing_batchable_ops_run_per_batch_with_the_same_result(tiny_dataset, spec):
+    # The pipelines apply a spec's trailing value_range/copy/keep/drop once per batch; the batches
+    # must equal those of the whole spec applied to each example.
+    per_example, batch_fn = ops.get_split_preprocess_fns(spec)
+    assert batch_fn is not None
+    whole = ops.get_preprocess_fn(spec)
+    records = read_records(tiny_dataset, "train").take(4)
+    seeded = records.enumerate().map(lambda i, e: {**e, ops.RNG_KEY: tf.stack([tf.constant(7, tf.int64), i])})
+    expected = next(iter(seeded.map(whole).batch(4)))
+    got = batch_fn(next(iter(seeded.map(per_example).batch(4))))
+    assert set(expected) == set(got)
+    for key in expected:
+        np.testing.assert_array_equal(np.asarray(expected[key]), np.asarray(got[key]), err_msg=key)
+
+
+def test_eval_keeps_the_mask_when_keep_runs_per_batch(tiny_dataset):
+    batches = list(eval_dataset(tiny_dataset, "test", 'decode|resize(8)|value_range(-1, 1)|keep("image", "label")', 4).as_numpy_iterator())
+    assert all(set(b) == {"image", "label", "_mask"} for b in batches)
+    assert sum(b["_mask"].sum() for b in batches) == 5

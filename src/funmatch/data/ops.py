@@ -43,24 +43,27 @@ Op = Callable[[Example], Example]
 class _Registered:
     """A registered op factory, with the name of its random family (None when deterministic)."""
 
-    def __init__(self, factory: Callable[..., Op], random_family: str | None):
+    def __init__(self, factory: Callable[..., Op], random_family: str | None, batchable: bool = False):
         self.factory = factory
         self.random_family = random_family
+        self.batchable = batchable
 
 
 _REGISTRY: dict[str, _Registered] = {}
 
 
-def register(name: str, *, random_family: str | None = None):
+def register(name: str, *, random_family: str | None = None, batchable: bool = False):
     """Decorator registering `make_op(*args, **kwargs) -> fn(dict) -> dict` under `name`.
 
     Random ops set `random_family` (ops of one family on one key share their randomness, which is
     what makes the fused decode+crop equal to decode then crop) and receive a keyword `rng_salt`
     (an int) from `get_preprocess_fn`; they must fold it into the example seed (see `op_seed`).
+    `batchable` ops are elementwise / key selection: applied to a batch they give the batch of
+    their per-example results, so the pipelines run a spec's trailing batchable ops once per batch.
     """
 
     def decorator(factory):
-        _REGISTRY[name] = _Registered(factory, random_family)
+        _REGISTRY[name] = _Registered(factory, random_family, batchable)
         return factory
 
     return decorator
@@ -112,7 +115,36 @@ def get_preprocess_fn(spec: str) -> Op:
 
     Raises FunmatchError naming the op and the spec for an unknown op or a bad argument.
     """
-    ops: list[Op] = []
+    return _compose(_build_ops(spec))
+
+
+def get_split_preprocess_fns(spec: str) -> tuple[Op, Op | None]:
+    """(per-example fn, batch fn or None): the spec's trailing run of batchable ops (e.g.
+    `value_range`, `keep`) goes into the batch fn, which the pipelines apply after batching —
+    the same result, computed once per batch instead of once per image."""
+    built = _build_ops(spec)
+    split = len(built)
+    while split > 0 and built[split - 1][1]:
+        split -= 1
+    per_example = _compose(built[:split])
+    return per_example, (_compose(built[split:]) if split < len(built) else None)
+
+
+def _compose(built: list[tuple[Op, bool]]) -> Op:
+    ops = [op for op, _ in built]
+
+    def preprocess(example: Example) -> Example:
+        example = dict(example)
+        for op in ops:
+            example = op(example)
+        return example
+
+    return preprocess
+
+
+def _build_ops(spec: str) -> list[tuple[Op, bool]]:
+    """The spec's ops, each with its `batchable` flag."""
+    ops: list[tuple[Op, bool]] = []
     occurrences: dict[tuple[str, str], int] = {}
     for name, args, kwargs in parse_spec(spec):
         if name not in _REGISTRY:
@@ -126,17 +158,10 @@ def get_preprocess_fn(spec: str) -> Op:
             occurrences[(registered.random_family, key)] = count + 1
             kwargs = dict(kwargs, rng_salt=_salt(f"{registered.random_family}/{key}/{count}"))
         try:
-            ops.append(registered.factory(*args, **kwargs))
+            ops.append((registered.factory(*args, **kwargs), registered.batchable))
         except (TypeError, ValueError) as error:
             raise FunmatchError(f"pp spec {spec!r}: bad arguments for op {name!r}: {error}") from None
-
-    def preprocess(example: Example) -> Example:
-        example = dict(example)
-        for op in ops:
-            example = op(example)
-        return example
-
-    return preprocess
+    return ops
 
 
 def op_seed(example: Example, salt: int) -> tf.Tensor:
@@ -340,7 +365,7 @@ def make_central_crop(size, key: str = "image") -> Op:
     return op
 
 
-@register("value_range")
+@register("value_range", batchable=True)
 def make_value_range(lo: float, hi: float, in_min: float = 0, in_max: float = 255, clip_values: bool = False,
                      key: str = "image") -> Op:
     """Maps values linearly from [in_min, in_max] to [lo, hi]; output float32."""
@@ -359,7 +384,7 @@ def make_value_range(lo: float, hi: float, in_min: float = 0, in_max: float = 25
     return op
 
 
-@register("copy")
+@register("copy", batchable=True)
 def make_copy(inkey: str, outkey: str) -> Op:
     """Copies entry `inkey` to `outkey` (e.g. a teacher view of the same crop)."""
     if not (isinstance(inkey, str) and isinstance(outkey, str)):
@@ -371,7 +396,7 @@ def make_copy(inkey: str, outkey: str) -> Op:
     return op
 
 
-@register("keep")
+@register("keep", batchable=True)
 def make_keep(*keys: str) -> Op:
     """Keeps only `keys` (drops everything else, including the per-example seed)."""
     if not keys or not all(isinstance(k, str) for k in keys):
@@ -383,7 +408,7 @@ def make_keep(*keys: str) -> Op:
     return op
 
 
-@register("drop")
+@register("drop", batchable=True)
 def make_drop(*keys: str) -> Op:
     """Drops `keys` (missing keys are ignored)."""
     if not all(isinstance(k, str) for k in keys):

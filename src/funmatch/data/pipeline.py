@@ -139,7 +139,7 @@ def train_dataset(
     if local_count == 0:
         raise FunmatchError(f"{data_dir}: split {split!r} has no examples for process {process_index} of {process_count}")
     buffer = shuffle_buffer or min(local_count, MAX_DEFAULT_SHUFFLE_BUFFER)
-    preprocess = ops.get_preprocess_fn(pp_spec)
+    preprocess, batch_fn = ops.get_split_preprocess_fns(pp_spec)
     finalize = _finalize(pp_spec)
 
     records = read_records(data_dir, split).shard(process_count, process_index)
@@ -166,8 +166,20 @@ def train_dataset(
 
     stream = tf.data.Dataset.zip(stream, positions)
     stream = stream.map(seed_and_preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    stream = stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    stream = _apply_batch_fn(stream.batch(batch_size, drop_remainder=True), batch_fn).prefetch(tf.data.AUTOTUNE)
     return stream.with_options(_options())
+
+
+def _apply_batch_fn(stream: tf.data.Dataset, batch_fn) -> tf.data.Dataset:
+    """The spec's trailing batchable ops (value_range, keep, ...), once per batch; `_mask` is kept."""
+    if batch_fn is None:
+        return stream
+
+    def apply(batch):
+        out = batch_fn({k: v for k, v in batch.items() if k != MASK_KEY})
+        return {**out, MASK_KEY: batch[MASK_KEY]} if MASK_KEY in batch else out
+
+    return stream.map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def eval_dataset(
@@ -198,7 +210,7 @@ def eval_dataset(
     num_batches = -(-max_local // batch_size)
     padding = num_batches * batch_size - local_count
 
-    preprocess = ops.get_preprocess_fn(pp_spec)
+    preprocess, batch_fn = ops.get_split_preprocess_fns(pp_spec)
     finalize = _finalize(pp_spec)
 
     def real(example):
@@ -215,7 +227,7 @@ def eval_dataset(
     )
     if padding:
         stream = stream.concatenate(records.take(1).map(fake).repeat(padding))
-    stream = stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    stream = _apply_batch_fn(stream.batch(batch_size, drop_remainder=True), batch_fn).prefetch(tf.data.AUTOTUNE)
     return stream.with_options(_options())
 
 

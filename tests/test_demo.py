@@ -1,0 +1,47 @@
+"""`funmatch demo --quick`: the README's main job, end to end, on the embedded data and shipped teacher."""
+
+import json
+
+import pytest
+
+from funmatch import demo
+
+
+def test_shipped_assets_are_present_and_documented():
+    teacher = demo.shipped_teacher()
+    assert teacher.exists(), "the shipped EuroSAT teacher is missing"
+    assert teacher.stat().st_size <= 5 * 2**20
+    card = json.loads((teacher.parent / "eurosat_teacher.json").read_text())
+    for key in ("command", "wall_time_minutes", "test_accuracy", "data", "arch"):
+        assert key in card, key
+    mini = demo.asset("eurosat_mini")
+    assert sum(f.stat().st_size for f in mini.rglob("*") if f.is_file()) <= 15 * 2**20
+    assert (mini / "README.md").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.both_backends
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    from funmatch import models
+    from funmatch.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    # The run ends with the report's path and a three-line summary.
+    tail = printed.strip().splitlines()[-4:]
+    assert tail[0] == f"report: {summary['report']}"
+    assert tail[1].startswith("teacher: test accuracy") and tail[2].startswith("function matching:")
+    assert tail[3].startswith("labels only:")
+    assert (out / "report" / "index.html").exists()
+    for run in ("function_matching", "labels"):
+        assert (out / run / "student.keras").exists() and (out / run / "evaluation.json").exists()
+        assert 0.0 <= summary[run]["accuracy"] <= 1.0 and 0.0 <= summary[run]["agreement"] <= 1.0
+    # The shipped teacher is strong; the student is at least 10x cheaper in FLOPs.
+    assert summary["teacher"]["accuracy"] >= 0.9
+    assert summary["flops_ratio"] >= 10
+    student = models.load(out / "function_matching" / "student.keras")
+    assert models.contract(student)["resolution"] == demo.DEMO["student_resolution"]
+    # Re-running reuses everything that is done.
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
