@@ -32,11 +32,11 @@ if importlib.util.find_spec("funmatch") is None:
     image_has_tensorflow = importlib.util.find_spec("tensorflow") is not None
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     subprocess.check_call(pip + (["--no-deps"] if image_has_tensorflow else []) + [source])
+    importlib.invalidate_caches()
     if image_has_tensorflow:
         requirements = [r for r in importlib.metadata.requires("funmatch") or []
                         if "extra ==" not in r and not r.startswith("tensorflow-cpu")]
         subprocess.check_call(pip + requirements)
-    importlib.invalidate_caches()
 print("funmatch", importlib.metadata.version("funmatch"))
 
 # %% [markdown]
@@ -51,16 +51,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from funmatch import runtime
 
-if runtime.backend() == "jax":
-    import jax
-
-    ACCELERATOR = jax.devices()[0].platform.upper()
-else:
-    import tensorflow as tf
-
-    ACCELERATOR = next((kind for kind in ("TPU", "GPU") if tf.config.list_physical_devices(kind)), "CPU")
-runtime.distribution_scope()
-print(f"accelerator: {ACCELERATOR}, {runtime.replica_count()} device(s), Keras backend {runtime.backend()}")
+# Prints the accelerator, the device and process counts and the backend.
+ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% [markdown]
 # ## Parameters

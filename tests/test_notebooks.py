@@ -129,7 +129,7 @@ def test_notebook_begins_with_install_accelerator_and_parameters(name):
     code = [c for c in _cells(name) if c.kind == "code"]
     install, accelerator, parameters = code[:3]
     assert "pip" in install.source and "FUNMATCH_SOURCE" in install.source and 'find_spec("funmatch")' in install.source
-    assert "runtime.distribution_scope()" in accelerator.source and "replica_count()" in accelerator.source
+    assert "runtime.setup()" in accelerator.source and "KERAS_BACKEND" in accelerator.source
     assert parameters.tags == ["parameters"] and [c for c in code if "parameters" in c.tags] == [parameters]
     assert re.search(r"^SMOKE = False\b", parameters.source, re.M)
     # The defaults are plain values a user edits (papermill can override each of them).
