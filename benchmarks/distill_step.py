@@ -28,7 +28,7 @@ other jobs on a shared machine). A window of `fit` is one epoch, timed from `on_
 `on_epoch_end` (the per-call setup of `fit` is reported separately as "fit call overhead").
 The load average is printed with the figures. The target is funmatch ≥ 0.95× hand-written.
 
-Extra variant (`--sync-each-step`, default on): `fit` with a callback that reads the loss as a
+Extra variant (`--sync-each-step`): `fit` with a callback that reads the loss as a
 Python float after every step, as funmatch's training loop callback (progress bar, NaN check) does.
 """
 
@@ -55,9 +55,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--teacher", default="bit_r101x1", help="registry name of the teacher (default bit_r101x1)")
     parser.add_argument("--resolution", type=int, default=64, help="image size of both models (default 64)")
     parser.add_argument("--batch", type=int, default=64, help="images per step (default 64)")
-    parser.add_argument("--steps", type=int, default=4, help="steps per timed window (default 4)")
-    parser.add_argument("--windows", type=int, default=5, help="timed windows per loop; the median is reported")
-    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per loop (compilation)")
+    parser.add_argument("--steps", type=int, default=2, help="steps per timed window (default 2)")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows per loop; the median is reported (default 3)")
+    parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps per loop (compilation; default 1)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated (default jax,tensorflow)")
     parser.add_argument(
@@ -67,8 +67,11 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--steps-per-execution", type=int, default=1,
                         help="Distiller.compile(steps_per_execution=...) (funmatch's entry uses 1)")
-    parser.add_argument("--no-sync-each-step", dest="sync_each_step", action="store_false",
-                        help="skip the fit variant that reads the loss after every step")
+    parser.add_argument("--sync-each-step", action="store_true",
+                        help="also time fit with a callback reading the loss after every step (like funmatch's "
+                             "training loop callback)")
+    parser.add_argument("--keras-step-loop", action="store_true",
+                        help="JAX diagnostic: also time Keras' Distiller.train_step jitted in a hand loop (no fit)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke check: {QUICK['student']} <- {QUICK['teacher']}, {QUICK['resolution']} px, "
                              f"batch {QUICK['batch']}, {QUICK['windows']} windows of {QUICK['steps']} steps")
@@ -224,6 +227,40 @@ def _hand_runner_jax(teacher, student, optimizer, dataset, mixup_p: float, tempe
     return run
 
 
+def _keras_step_runner_jax(distiller, dataset):
+    """Diagnostic: Keras' own `Distiller.train_step` (metrics included), jitted and looped by hand.
+
+    Same program as `fit` runs, without fit's loop (epoch iterator, prefetch thread, callbacks):
+    it tells a cost of the step program apart from a cost of the loop around it.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def copies(variables):
+        return [jnp.array(v.value, copy=True) for v in variables]
+
+    state = (
+        copies(distiller.trainable_variables),
+        copies(distiller.non_trainable_variables),
+        copies(distiller.optimizer.variables),
+        copies(distiller.metrics_variables),
+    )
+    step = jax.jit(distiller.train_step, donate_argnums=0)
+    iterator = dataset.as_numpy_iterator()
+
+    def run(steps: int):
+        nonlocal state
+        timer = _Timer()
+        timer.start()
+        for _ in range(steps):
+            logs, state = step(state, next(iterator))
+        float(logs["loss"])
+        jax.block_until_ready(state)
+        return (*timer.stop(), None)
+
+    return run
+
+
 def _hand_runner_tensorflow(teacher, student, optimizer, dataset, mixup_p: float, temperature: float, jit_compile):
     """The hand-written TensorFlow loop: tf.function + GradientTape + optimizer.apply_gradients."""
     import keras
@@ -278,6 +315,8 @@ def run_child(args) -> dict:
     loops = {"funmatch fit": _fit_runner(distiller, dataset, sync_each_step=False), "hand-written": hand}
     if args.sync_each_step:
         loops["fit + loss read each step"] = _fit_runner(distiller, dataset, sync_each_step=True)
+    if args.keras_step_loop and backend == "jax":
+        loops["Keras train_step, own loop"] = _keras_step_runner_jax(distiller, dataset)
 
     compile_seconds = {}
     for name, run in loops.items():
@@ -358,7 +397,11 @@ def main(argv=None) -> int:
         report = run_child(args)
         with open(args.json_out, "w") as f:
             json.dump(report, f)
-        return 0
+        # Leave without interpreter shutdown: background threads of the infinite input iterators
+        # (tf.data, Keras' JAX prefetch) can keep a finished child alive.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     reports = []
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,13 +1,13 @@
 """Shared test fixtures.
 
-The Keras backend is fixed per process by KERAS_BACKEND (scripts/test.sh runs the suite on jax and
-the `both_backends` tests again on tensorflow); it defaults to jax here.
+The Keras backend is fixed per process by KERAS_BACKEND (scripts/test.sh runs the suite on tensorflow and
+the `both_backends` tests again on jax); it defaults to tensorflow here, the CPU default.
 """
 
 import os
 import pathlib
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402

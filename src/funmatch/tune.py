@@ -106,7 +106,8 @@ def tune(
     from funmatch.configs import get_config
     from funmatch.data import tfrecords
     from funmatch.tuning.space import build_hyperparameters
-    from funmatch.tuning.tuner import OBJECTIVES, distill_run_fn, make_oracle, teacher_run_fn, tuner_class
+    from funmatch.tuning.tuner import (OBJECTIVES, best_completed_trials, distill_run_fn, make_oracle, teacher_run_fn,
+                                       tuner_class)
 
     # --- Inputs: all checked before any search state is written. ---
     if target not in ("student", "teacher"):
@@ -180,7 +181,7 @@ def tune(
             tuner.oracle.close()
     if role == "worker":
         return {"best": None, "trials": None}
-    best = [t for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
+    best = best_completed_trials(oracle, pathlib.Path(search_dir) / "trials", 1)
     result = {"trials": len(oracle.trials), "best": None}
     if best:
         result["best"] = {"trial_id": best[0].trial_id, "score": float(best[0].score),

@@ -64,3 +64,21 @@ def _completed(oracle, trial, score):
     report = Trial.from_proto(trial.to_proto())
     report.status = "COMPLETED"
     return report
+
+
+def test_ties_prefer_the_trial_that_still_has_its_model(tmp_path):
+    """A tie must not promote a trial whose model was pruned (the bound would keep no model)."""
+    from types import SimpleNamespace
+
+    from funmatch.tuning.tuner import best_completed_trials
+
+    trials = [SimpleNamespace(trial_id=str(i), status="COMPLETED", score=0.5) for i in range(3)]
+    trials.append(SimpleNamespace(trial_id="3", status="COMPLETED", score=0.4))
+    oracle = SimpleNamespace(objective=SimpleNamespace(direction="max"), get_best_trials=lambda n: list(reversed(trials))[:n])
+    for i in range(4):
+        (tmp_path / str(i)).mkdir()
+    (tmp_path / "1" / "student.keras").write_bytes(b"model")
+    assert [t.trial_id for t in best_completed_trials(oracle, tmp_path, 1)] == ["1"]
+    assert [t.trial_id for t in best_completed_trials(oracle, tmp_path, 3)] == ["1", "0", "2"]
+    oracle.objective.direction = "min"
+    assert [t.trial_id for t in best_completed_trials(oracle, tmp_path, 1)] == ["3"]

@@ -205,6 +205,11 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
             f"--init: recipe {config.recipe!r} fine-tunes its teacher ({config.teacher}) from a checkpoint; "
             "pass --init PATH (.npz or .keras), or set teacher_from_scratch=true"
         )
+    init_file = None
+    if init is not None:
+        from funmatch.models.checkpoints import resolve_checkpoint
+
+        init_file = resolve_checkpoint(init)  # a path, a URL / gs:// path (cached locally) or a known tag
     batch = config.teacher_batch_size
     if config.teacher_steps:
         steps = config.teacher_steps
@@ -219,11 +224,11 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
     keras.utils.set_random_seed(config.seed)  # initialisation is a function of the seed
     if init is None:
         model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
-    elif str(init).endswith(".npz"):
+    elif str(init_file).endswith(".npz"):
         model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
-        models.load_bit_npz(model, init, num_classes=num_classes)
+        models.load_bit_npz(model, init_file, num_classes=num_classes)
     else:
-        model = models.load(init)
+        model = models.load(init_file)
     if config.teacher_from_scratch or config.teacher_learning_rate:
         optimizer = make_optimizer(
             config.teacher_optimizer, learning_rate=config.teacher_learning_rate or hyperrule_learning_rate(batch),

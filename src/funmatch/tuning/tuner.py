@@ -86,6 +86,26 @@ def prune_trial_dir(workdir: pathlib.Path, *, keep_model: bool) -> None:
             path.unlink(missing_ok=True)
 
 
+def best_completed_trials(oracle, trials_dir: pathlib.Path, count: int) -> list:
+    """The best `count` completed trials by the objective, with ties broken stably.
+
+    keras-tuner orders tied scores arbitrarily; a tie must not promote a trial whose model was
+    already pruned over one that still has it (the disk bound would then keep no model at all).
+    Ties go to the trial that still has its model, then to the earlier trial.
+    """
+    if count <= 0:
+        return []
+    completed = [t for t in oracle.get_best_trials(10**6) if t.status == "COMPLETED" and t.score is not None]
+    sign = -1.0 if getattr(oracle.objective, "direction", "max") == "max" else 1.0
+
+    def order(trial):
+        has_model = any((trials_dir / str(trial.trial_id) / name).exists() for name in MODEL_FILES)
+        trial_id = str(trial.trial_id)
+        return (sign * float(trial.score), not has_model, (0, int(trial_id)) if trial_id.isdigit() else (1, trial_id))
+
+    return sorted(completed, key=order)[:count]
+
+
 def _has_heavy_files(workdir: pathlib.Path, *, keep_model: bool) -> bool:
     keep = set(RECORD_FILES) | (set(MODEL_FILES) | {"tensorboard"} if keep_model else set())
     return any(p.name not in keep for p in workdir.iterdir())
@@ -217,8 +237,7 @@ def _make_tuner_class():
             """Bound the disk: only the best `keep_best` ended trials keep a model; no ended trial keeps checkpoints."""
             if not self.trials_dir.is_dir():
                 return
-            best = {t.trial_id for t in self.oracle.get_best_trials(self.keep_best)
-                    if t.status == trial_module.TrialStatus.COMPLETED} if self.keep_best else set()
+            best = {t.trial_id for t in best_completed_trials(self.oracle, self.trials_dir, self.keep_best)}
             for workdir in sorted(p for p in self.trials_dir.iterdir() if p.is_dir()):
                 keep_model = workdir.name in best
                 if not _has_heavy_files(workdir, keep_model=keep_model):
