@@ -1,9 +1,9 @@
 """Images/s of the distillation step: funmatch's `Distiller.fit` vs a hand-written loop (both backends).
 
-    python benchmarks/distill_step.py                      # bit_r50x1 <- bit_r101x1, 64 px, batch 64
-    python benchmarks/distill_step.py --quick              # tiny models, a smoke check (~1-2 min)
-    python benchmarks/distill_step.py --backends jax --steps 4 --windows 5
-    python benchmarks/distill_step.py --tf-jit-compile true   # XLA for both TF loops
+    python benchmarks/distill_step.py              # bit_r50x1 <- bit_r101x1, 64 px, batch 64 (~20 min here)
+    python benchmarks/distill_step.py --quick      # tiny BiTs at 32 px, batch 8: a smoke check (~2 min)
+    python benchmarks/distill_step.py --backends jax --keras-step-loop     # + Keras' train_step, own loop
+    python benchmarks/distill_step.py --backends tensorflow --tf-jit-compile true --uniform-mixup  # XLA on TF
 
 The parent process starts one child per backend (`KERAS_BACKEND=jax|tensorflow`, separate
 processes, as Keras needs) and prints one table. Each child builds the teacher and student from the
@@ -28,8 +28,16 @@ other jobs on a shared machine). A window of `fit` is one epoch, timed from `on_
 `on_epoch_end` (the per-call setup of `fit` is reported separately as "fit call overhead").
 The load average is printed with the figures. The target is funmatch ≥ 0.95× hand-written.
 
-Extra variant (`--sync-each-step`): `fit` with a callback that reads the loss as a
-Python float after every step, as funmatch's training loop callback (progress bar, NaN check) does.
+Extra rows: `--sync-each-step`: `fit` with a callback that reads the loss as a Python float after
+every step, as funmatch's training loop callback (progress bar, NaN check) does. `--keras-step-loop`
+(JAX): Keras' own `Distiller.train_step` jitted and looped by hand, to tell the step program's cost
+from fit's loop. `--uniform-mixup`: a prototype Distiller subclass drawing Beta(1, 1) as U(0, 1),
+which `--tf-jit-compile true` needs (TF's Beta sampler has no XLA kernel).
+
+Measured on the shared 2-core CPU (load average 4-9 from other jobs), defaults (3 windows x 2 steps):
+    jax         fit 4.40 img/CPU-s, hand-written 4.41 -> 0.997 (wall 3.68 vs 4.04 img/s; a rerun 1.089)
+    tensorflow  fit 16.91 img/CPU-s, hand-written 16.99 -> 0.996 (wall 16.34 vs 16.73 img/s, 0.977)
+Wall-clock ratios swing by ±10 % with the load; the CPU-second ratio is the stable figure.
 """
 
 from __future__ import annotations
@@ -65,6 +73,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         help="TensorFlow: jit_compile of both loops; auto = what Keras' compile(jit_compile='auto') resolves to "
              "(XLA off on CPU-only machines), the setting funmatch's distill entry uses",
     )
+    parser.add_argument("--uniform-mixup", action="store_true",
+                        help="prototype: draw the mixup coefficient Beta(1, 1) as U(0, 1) in both loops (needed for "
+                             "--tf-jit-compile true: TF's Beta sampler has no XLA kernel)")
     parser.add_argument("--steps-per-execution", type=int, default=1,
                         help="Distiller.compile(steps_per_execution=...) (funmatch's entry uses 1)")
     parser.add_argument("--sync-each-step", action="store_true",
@@ -107,6 +118,42 @@ def _synthetic_dataset(batch_size: int, resolution: int, num_classes: int):
     return tf.data.Dataset.from_tensors(batch).repeat()
 
 
+def _uniform_mixup(batch: dict, seed, image_keys=("image", "teacher")):
+    """`funmatch.distill.mixup` for p = 1 with Beta(1, 1) drawn as U(0, 1) (the same distribution).
+
+    Prototype for XLA on TensorFlow: `keras.random.beta` lowers to StatelessRandomGammaV3, which has
+    no XLA kernel, so `jit_compile=True` (what Keras' "auto" picks on GPU/TPU) fails to compile.
+    """
+    import keras
+    from keras import ops
+
+    coefficient = keras.random.uniform((), seed=seed, dtype="float32")
+    coefficient = ops.maximum(coefficient, 1.0 - coefficient)
+    mixed = dict(batch)
+    for key in image_keys:
+        if key in batch:
+            images = batch[key]
+            mixed[key] = coefficient * images + (1.0 - coefficient) * ops.roll(images, shift=1, axis=0)
+    return mixed, coefficient
+
+
+def _xla_friendly_distiller_class():
+    """A `Distiller` whose training mixup uses `_uniform_mixup` (mixup_p must be 1)."""
+    from funmatch.distill import Distiller
+    from funmatch.distill.distiller import STUDENT_KEY, TEACHER_KEY
+
+    class XlaFriendlyDistiller(Distiller):
+        def prepare_views(self, batch, training=False):
+            if self.mode == "function_matching" and training and self.mixup_p > 0:
+                assert self.mixup_p == 1.0, "the prototype only covers p = 1"
+                self._check_batch(batch)
+                batch, _ = _uniform_mixup(batch, self.seed_generator, (STUDENT_KEY, TEACHER_KEY))
+                return batch[STUDENT_KEY], batch.get(TEACHER_KEY, batch[STUDENT_KEY])
+            return super().prepare_views(batch, training=training)
+
+    return XlaFriendlyDistiller
+
+
 def _build(args):
     """(teacher, student, distiller, optimizer), as `funmatch.train.distill` builds them."""
     import keras
@@ -119,7 +166,8 @@ def _build(args):
     teacher = models.create(args.teacher, num_classes=args.num_classes, resolution=args.resolution)
     teacher.trainable = False
     student = models.create(args.student, num_classes=args.num_classes, resolution=args.resolution)
-    distiller = Distiller(teacher, student, mode="function_matching", temperature=1.0, mixup_p=1.0, seed=0)
+    distiller_class = _xla_friendly_distiller_class() if args.uniform_mixup else Distiller
+    distiller = distiller_class(teacher, student, mode="function_matching", temperature=1.0, mixup_p=1.0, seed=0)
     # Values do not change the cost; weight decay is on so that its code path runs.
     optimizer = make_optimizer("adam", learning_rate=1e-3, total_steps=100_000, warmup_steps=100,
                                weight_decay=1e-4, clip_norm=1.0)
@@ -179,7 +227,8 @@ def _fit_runner(distiller, dataset, sync_each_step: bool):
     return run
 
 
-def _hand_runner_jax(teacher, student, optimizer, dataset, mixup_p: float, temperature: float):
+def _hand_runner_jax(teacher, student, optimizer, dataset, mixup_p: float, temperature: float,
+                     uniform_mixup: bool = False):
     """The hand-written JAX loop: one jitted step over stateless_call / stateless_apply."""
     import jax
     import jax.numpy as jnp
@@ -189,7 +238,10 @@ def _hand_runner_jax(teacher, student, optimizer, dataset, mixup_p: float, tempe
 
     def train_step(student_trainable, student_non_trainable, optimizer_state, seed, teacher_state, images):
         seed, mixup_seed = jax.random.split(seed)
-        images = mixup({"image": images}, seed=mixup_seed, p=mixup_p, image_keys=("image",))[0]["image"]
+        if uniform_mixup:
+            images = _uniform_mixup({"image": images}, mixup_seed, ("image",))[0]["image"]
+        else:
+            images = mixup({"image": images}, seed=mixup_seed, p=mixup_p, image_keys=("image",))[0]["image"]
         teacher_logits, _ = teacher.stateless_call([], teacher_state, images, training=False)
         teacher_logits = jax.lax.stop_gradient(teacher_logits.astype("float32"))
 
@@ -261,7 +313,8 @@ def _keras_step_runner_jax(distiller, dataset):
     return run
 
 
-def _hand_runner_tensorflow(teacher, student, optimizer, dataset, mixup_p: float, temperature: float, jit_compile):
+def _hand_runner_tensorflow(teacher, student, optimizer, dataset, mixup_p: float, temperature: float, jit_compile,
+                            uniform_mixup: bool = False):
     """The hand-written TensorFlow loop: tf.function + GradientTape + optimizer.apply_gradients."""
     import keras
     import tensorflow as tf
@@ -274,7 +327,10 @@ def _hand_runner_tensorflow(teacher, student, optimizer, dataset, mixup_p: float
 
     @tf.function(jit_compile=jit_compile)
     def train_step(batch):
-        images = mixup({"image": batch["image"]}, seed=seed_generator, p=mixup_p, image_keys=("image",))[0]["image"]
+        if uniform_mixup:
+            images = _uniform_mixup({"image": batch["image"]}, seed_generator, ("image",))[0]["image"]
+        else:
+            images = mixup({"image": batch["image"]}, seed=seed_generator, p=mixup_p, image_keys=("image",))[0]["image"]
         teacher_logits = tf.stop_gradient(tf.cast(teacher(images, training=False), tf.float32))
         with tf.GradientTape() as tape:
             logits = tf.cast(student(images, training=True), tf.float32)
@@ -308,10 +364,10 @@ def run_child(args) -> dict:
     # Resolve the TF jit setting the way fit does, so the hand loop uses the same one.
     if backend == "tensorflow":
         jit_compile = bool(distiller.jit_compile)
-        hand = _hand_runner_tensorflow(teacher, student, optimizer, dataset, 1.0, 1.0, jit_compile)
+        hand = _hand_runner_tensorflow(teacher, student, optimizer, dataset, 1.0, 1.0, jit_compile, args.uniform_mixup)
     else:
         jit_compile = True
-        hand = _hand_runner_jax(teacher, student, optimizer, dataset, 1.0, 1.0)
+        hand = _hand_runner_jax(teacher, student, optimizer, dataset, 1.0, 1.0, args.uniform_mixup)
     loops = {"funmatch fit": _fit_runner(distiller, dataset, sync_each_step=False), "hand-written": hand}
     if args.sync_each_step:
         loops["fit + loss read each step"] = _fit_runner(distiller, dataset, sync_each_step=True)

@@ -81,8 +81,11 @@ def _train_seconds(workdir: pathlib.Path) -> float:
     return float(json.loads(lines[-1])["train_seconds"]) if lines else 0.0
 
 
-def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: float, progress: bool) -> pathlib.Path:
-    """Train the same student on labels for `seconds` of training: its speed is measured first."""
+def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: float, progress: bool,
+                   quick: bool = False) -> pathlib.Path:
+    """Train the same student on labels for `seconds` of training: its speed is measured first.
+
+    With `quick` (a smoke test) it trains as many steps as the distillation did instead."""
     from funmatch.distill.teacher import train_teacher
 
     workdir = out / "labels"
@@ -93,6 +96,10 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: f
         teacher_optimizer="adam", teacher_learning_rate=config.learning_rate, teacher_weight_decay=config.weight_decay,
         teacher_batch_size=config.batch_size, teacher_mixup_p=0.0, teacher_warmup_steps=config.warmup_steps,
     )
+    if quick:
+        train_teacher(dataclasses.replace(label_config, teacher_steps=config.steps, teacher_warmup_steps=config.warmup_steps),
+                      data_dir, workdir, progress=progress, output_name="student")
+        return workdir
     calibration = out / "labels_speed"
     if not (calibration / "metrics.jsonl").exists():
         steps = max(2 * config.checkpoint_every, 20)
@@ -137,7 +144,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     seconds = _train_seconds(distill_dir)
     if progress:
         print("funmatch demo: 3/5 the same student on labels, same training time")
-    label_dir = _label_student(out, config, data_dir, seconds, progress)
+    label_dir = _label_student(out, config, data_dir, seconds, progress, quick=quick)
     if progress:
         print("funmatch demo: 4/5 evaluate both students against the teacher")
     evaluations = {}

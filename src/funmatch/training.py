@@ -218,8 +218,8 @@ def _build_loop_callback(
             self.chunk_start_time = None
             self.chunk_start_step = start_step
             self.metrics_path = workdir / "metrics.jsonl"
-            # Seconds spent training (all processes of this run so far, excluding start-up and compile
-            # outside fit), carried across resumes through the checkpoint's meta.
+            # Seconds spent in fit (this run so far, over all resumes: carried in the checkpoint's meta),
+            # compilation included, periodic evaluation excluded.
             self.train_seconds_before = float(previous_train_seconds)
             self.train_begin_time = None
 
@@ -268,7 +268,10 @@ def _build_loop_callback(
             record.update({f"train_{k}": float(v) for k, v in (logs or {}).items()})
             last = self.step >= total_steps
             if evaluate is not None and (last or (eval_every and self.step % eval_every == 0)):
+                eval_started = time.perf_counter()
                 results = evaluate(self.step)
+                # Periodic evaluation is not training time (runs are compared at equal training time).
+                self.train_seconds_before -= time.perf_counter() - eval_started
                 record.update(results)
                 if self.bar is not None and results:
                     shown = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if isinstance(v, float))
