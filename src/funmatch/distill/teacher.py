@@ -218,7 +218,9 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
         boundaries = hyperrule_schedule(num_train)
         steps = boundaries[-1]
     mixup_p = config.teacher_mixup_p if config.teacher_mixup_p >= 0 else hyperrule_mixup(num_train)
-    run = {**config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()), "init": init, "teacher_total_steps": steps}
+    # `mode` names what this run is (reports show it): label training, not one of the distillation modes.
+    run = {**config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()), "init": init,
+           "teacher_total_steps": steps, "mode": "labels"}
     prepare_workdir(workdir, run)
 
     keras.utils.set_random_seed(config.seed)  # initialisation is a function of the seed
