@@ -1,6 +1,6 @@
 """Images/s of the distillation step: funmatch's `Distiller.fit` vs a hand-written loop (both backends).
 
-    python benchmarks/distill_step.py              # bit_r50x1 <- bit_r101x1, 64 px, batch 64 (~20 min here)
+    python benchmarks/distill_step.py              # bit_r50x1 <- bit_r101x1, 64 px, batch 64 (~15 min here)
     python benchmarks/distill_step.py --quick      # tiny BiTs at 32 px, batch 8: a smoke check (~2 min)
     python benchmarks/distill_step.py --backends jax --keras-step-loop     # + Keras' train_step, own loop
     python benchmarks/distill_step.py --backends tensorflow --tf-jit-compile true --uniform-mixup  # XLA on TF
@@ -37,6 +37,8 @@ which `--tf-jit-compile true` needs (TF's Beta sampler has no XLA kernel).
 Measured on the shared 2-core CPU (load average 4-9 from other jobs), defaults (3 windows x 2 steps):
     jax         fit 4.40 img/CPU-s, hand-written 4.41 -> 0.997 (wall 3.68 vs 4.04 img/s; a rerun 1.089)
     tensorflow  fit 16.91 img/CPU-s, hand-written 16.99 -> 0.996 (wall 16.34 vs 16.73 img/s, 0.977)
+    tensorflow, --tf-jit-compile true --uniform-mixup: fit 4.81, hand-written 4.86 img/CPU-s (XLA on
+    this CPU is ~3.5x slower than TF's default graph/oneDNN path, about as slow as JAX)
 Wall-clock ratios swing by ±10 % with the load; the CPU-second ratio is the stable figure.
 """
 

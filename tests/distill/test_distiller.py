@@ -206,3 +206,19 @@ def test_bad_configuration_errors(models):
     distiller = Distiller(None, student, mode="fixed_teacher")
     with pytest.raises(FunmatchError, match="teacher_logits"):
         distiller(models.random_batch(), training=True)
+
+
+@pytest.mark.parametrize("mixup_p", [1.0, 0.5])
+def test_train_step_compiles_with_xla(models, mixup_p):
+    """With a GPU/TPU Keras compiles the step with XLA (jit_compile="auto"); mixup must lower there."""
+    from funmatch.distill import Distiller
+    from funmatch.optim import make_optimizer
+
+    distiller = Distiller(models.conv_classifier(12, seed=10), models.conv_classifier(8, seed=20),
+                          mode="function_matching", mixup_p=mixup_p)
+    distiller.compile(optimizer=make_optimizer("adam", learning_rate=0.05, total_steps=10, warmup_steps=0),
+                      jit_compile=True)
+    before = weights(distiller.student)
+    history = distiller.fit(models.as_dataset(models.random_batch(teacher_resolution=12)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(b, a) for b, a in zip(before, weights(distiller.student)))

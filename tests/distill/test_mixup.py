@@ -129,3 +129,48 @@ def test_works_compiled_on_backend(backend):
         np.testing.assert_allclose(np.asarray(mixed_images)[:, 0, 0, 0], expected, rtol=1e-6)
         np.testing.assert_allclose(np.asarray(mixed_teacher)[:, 0, 0, 0], 10 * expected, rtol=1e-6)
     assert coefficients[0] != coefficients[1]  # the seed advances between steps
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 1.0, 2.0, 5.0])
+def test_symmetric_beta_matches_the_distribution(p):
+    """The XLA-friendly Beta(p, p) sampler against numpy's: mean, variance and the folded mean."""
+    import keras
+
+    from funmatch.distill.mixup import symmetric_beta
+
+    samples = np.asarray(keras.ops.convert_to_numpy(symmetric_beta(p, keras.random.SeedGenerator(3), shape=(20000,))))
+    reference = np.random.default_rng(0).beta(p, p, 200000)
+    assert samples.min() >= 0 and samples.max() <= 1
+    np.testing.assert_allclose(samples.mean(), 0.5, atol=0.01)
+    np.testing.assert_allclose(samples.var(), reference.var(), rtol=0.05)  # 1 / (4 (2p + 1))
+    folded = np.maximum(samples, 1 - samples).mean()
+    np.testing.assert_allclose(folded, np.maximum(reference, 1 - reference).mean(), atol=0.01)
+
+
+@pytest.mark.both_backends
+def test_mixup_compiles_with_xla():
+    """TensorFlow's GPU/TPU path compiles the train step with XLA; keras.random.beta does not lower there."""
+    import keras
+
+    from funmatch.distill.mixup import mixup
+
+    batch = {"image": np.ones((4, 8, 8, 3), np.float32) * np.arange(4, dtype=np.float32)[:, None, None, None]}
+    seed = keras.random.SeedGenerator(1)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(lambda b: mixup(b, seed=seed, p=0.5), jit_compile=True)
+        mixed, a = compiled({"image": tf.constant(batch["image"])})
+    else:
+        import jax
+
+        def step(b, state):
+            with keras.StatelessScope(state_mapping=[(seed.state, state)]) as scope:
+                out = mixup(b, seed=seed, p=0.5)
+            return out, scope.get_current_value(seed.state)
+
+        (mixed, a), _ = jax.jit(step)(batch, seed.state.value)
+    a = float(np.asarray(a))
+    assert 0.5 <= a <= 1.0
+    expected = a * batch["image"] + (1 - a) * np.roll(batch["image"], 1, axis=0)
+    np.testing.assert_allclose(np.asarray(mixed["image"]), expected, rtol=1e-5)
