@@ -9,7 +9,10 @@
     evaluate both against the teacher (accuracy, agreement, KL, per-class gaps, cost)
     report   HTML + markdown with plots, comparing the two students
 
-Defaults take about 10 minutes on 2 CPU cores; `--quick` runs the same pipeline in about a minute.
+Measured with the defaults (2 CPU cores, TensorFlow backend, nothing else running): 5 min 25 s in all;
+the function-matching student reached 79.1 % test (agreement 78.8 %) in 2.1 min of training, the same
+student on labels 87.7 % in 2.5 min, the teacher 90.7 % (see the issue notes for why labels win here).
+`--quick` runs the same pipeline in about a minute.
 Re-running the same command reuses what is done (each step is resumable).
 """
 

@@ -245,13 +245,13 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
     metrics = train_supervised(
         model, config, data_dir, workdir, num_classes=num_classes, resolution=config.teacher_resolution, steps=steps,
         batch_size=batch, optimizer=optimizer, mixup_p=mixup_p, label_smoothing=config.teacher_label_smoothing,
-        progress=progress, description=f"teacher {config.teacher}",
+        progress=progress, description=f"{output_name} {config.teacher} (labels)",
     )
     metrics.update({"arch": config.teacher, "steps": steps, "wall_time_sec_this_process": time.time() - started})
     atomic_save_keras(model, workdir / f"{output_name}.keras")
     atomic_write_text(workdir / f"{output_name}_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     if progress:
-        print(f"funmatch teacher: {config.val_split} accuracy {metrics[f'{config.val_split}_accuracy']:.4f}, "
+        print(f"funmatch teacher ({output_name}): {config.val_split} accuracy {metrics[f'{config.val_split}_accuracy']:.4f}, "
               f"{config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}; "
               f"wrote {workdir / (output_name + '.keras')}")
     return metrics
