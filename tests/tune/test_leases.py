@@ -82,3 +82,14 @@ def test_ties_prefer_the_trial_that_still_has_its_model(tmp_path):
     assert [t.trial_id for t in best_completed_trials(oracle, tmp_path, 3)] == ["1", "0", "2"]
     oracle.objective.direction = "min"
     assert [t.trial_id for t in best_completed_trials(oracle, tmp_path, 1)] == ["3"]
+
+
+def test_max_trials_bounds_hyperband_too(tmp_path):
+    """keras-tuner's Hyperband has no max_trials; --max-trials must still bound the search."""
+    axes = resolve_axes(get_config("eurosat"), parse_space(["lr=0.001,0.003,0.01"]), only=["lr"])
+    oracle = make_oracle("hyperband", objective="val_accuracy", max_trials=2,
+                         hyperparameters=build_hyperparameters(axes), seed=3, max_retries=0, lease_timeout_s=10)
+    oracle._set_project_dir(str(tmp_path), "search")
+    created = [oracle.create_trial(f"w{i}") for i in range(3)]
+    # No third trial starts (IDLE while the two run: a retry may still need a worker; then STOPPED).
+    assert [t.status for t in created[:2]] == ["RUNNING", "RUNNING"] and created[2].status in ("IDLE", "STOPPED")

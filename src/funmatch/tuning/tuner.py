@@ -290,6 +290,10 @@ def make_oracle(search: str, *, objective: str, max_trials: int, hyperparameters
     else:
         raise FunmatchError(f"--search: unknown search {search!r}; choose random, bayesian or hyperband")
     oracle = distributed.leased(oracle_class)(**common, **extra)
+    if search == "hyperband":
+        # keras-tuner's Hyperband takes no max_trials (its brackets set the count); the base oracle's
+        # cap still applies when set, so --max-trials bounds every search alike.
+        oracle.max_trials = max_trials
     oracle.lease_timeout_s = float(lease_timeout_s)
     return oracle
 
