@@ -56,9 +56,11 @@ def train_pp(config: Config, mode: str) -> str:
 
 
 def eval_pp(config: Config, resolution: int) -> str:
-    """Eval pp at `resolution`: resize_small then central crop, scaled from the recipe's student ratio."""
-    small = round(config.resize_small * resolution / config.student_resolution)
-    return f'decode|resize_small({small})|central_crop({resolution})|value_range(-1, 1)|keep("image", "label", "index")'
+    """Eval pp at `resolution`: resize_small then central crop, with the recipe's crop ratio
+    (student_resolution / resize_small, e.g. the paper's 128 / 160) at every resolution."""
+    from funmatch.evaluate import eval_pp as eval_pp_at
+
+    return eval_pp_at(resolution, crop_fraction=config.student_resolution / config.resize_small)
 
 
 def run_config(config: Config, data_dir, teacher_path) -> dict[str, Any]:

@@ -172,29 +172,6 @@ def test_eval_masking_counts_each_real_example_once(models):
     assert result["kl"] == pytest.approx(kls.mean(), rel=1e-4)
 
 
-def test_teacher_accuracy_helper(models):
-    from funmatch.distill import teacher_accuracy
-
-    teacher = models.conv_classifier(8, seed=3)
-    batches = [models.random_batch(seed=s) for s in (4, 5)]
-    batches[1]["_mask"] = np.array([1, 1, 0, 0, 0, 0, 0, 0], "float32")
-    batches[0]["_mask"] = np.ones(8, "float32")
-    predictions = [teacher.predict_on_batch(b["image"]).argmax(1) for b in batches]
-    batches[1]["label"][2:] = predictions[1][2:]  # padded rows would count as correct
-    expected = ((predictions[0] == batches[0]["label"]).sum() + (predictions[1] == batches[1]["label"])[:2].sum()) / 10
-    assert teacher_accuracy(teacher, batches) == pytest.approx(expected)
-
-
-def test_nan_guard_names_the_step(models):
-    from funmatch.distill import NanGuard
-
-    distiller = make_distiller(models, mode="consistent")
-    good = models.random_batch(teacher_resolution=12)
-    bad = dict(good, image=np.full_like(good["image"], np.nan))
-    with pytest.raises(FunmatchError, match="at step 3"):
-        distiller.fit(models.as_dataset(good, good, bad, good), epochs=1, verbose=0, callbacks=[NanGuard()])
-
-
 def test_bad_configuration_errors(models):
     from funmatch.distill import Distiller
 

@@ -1,6 +1,6 @@
 """Distillation: the loss, on-device mixup and the `Distiller` model with its four modes."""
 
-from funmatch.distill.distiller import MODES, Distiller, NanGuard, teacher_accuracy
+from funmatch.distill.distiller import MODES, Distiller
 from funmatch.distill.losses import DISTANCE_KINDS, DistillationLoss, distance
 from funmatch.distill.mixup import mixup
 
@@ -9,8 +9,6 @@ __all__ = [
     "MODES",
     "DistillationLoss",
     "Distiller",
-    "NanGuard",
     "distance",
     "mixup",
-    "teacher_accuracy",
 ]

@@ -29,14 +29,13 @@ The teacher is frozen and never part of a student checkpoint.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from funmatch.distill.losses import DistillationLoss, distance
 from funmatch.distill.mixup import mixup
+from funmatch.configs.common import MODES  # one list of modes for configs, CLI and model
 from funmatch.errors import FunmatchError
 
-MODES = ("function_matching", "consistent", "independent", "fixed_teacher")
 STUDENT_KEY, TEACHER_KEY = "image", "teacher"
 TEACHER_LOGITS_KEY, LABEL_KEY, MASK_KEY = "teacher_logits", "label", "_mask"
 
@@ -179,54 +178,3 @@ class Distiller(keras.Model):
             "A Distiller is not saved as a whole: save `distiller.student` (and the optimizer "
             "variables); the teacher is loaded from its own file."
         )
-
-
-def teacher_accuracy(teacher, dataset, *, image_key: str | None = None) -> float:
-    """Top-1 accuracy of `teacher` on an eval dataset of dict batches, counting each real example once.
-
-    Args:
-        teacher: Keras model, images -> [B, C] logits (run with training=False).
-        dataset: iterable of dict batches with "label", "image" (and optionally "teacher", used in
-            preference when `image_key` is None) and optionally "_mask" (padding rows weigh 0).
-        image_key: which key holds the teacher's images; default "teacher" if present else "image".
-
-    Returns:
-        correct / real examples, as a Python float.
-    """
-    correct, count = 0.0, 0.0
-    for batch in dataset:
-        key = image_key or (TEACHER_KEY if TEACHER_KEY in batch else STUDENT_KEY)
-        logits = np.asarray(teacher.predict_on_batch(np.asarray(batch[key])))
-        labels = np.asarray(batch[LABEL_KEY]).reshape(-1)
-        mask = np.asarray(batch[MASK_KEY], dtype=np.float64) if MASK_KEY in batch else np.ones(len(labels))
-        correct += float(np.sum((np.argmax(logits, axis=-1) == labels) * mask))
-        count += float(np.sum(mask))
-    if count == 0:
-        raise FunmatchError("teacher_accuracy: the eval dataset has no (unmasked) examples")
-    return correct / count
-
-
-class NanGuard(keras.callbacks.Callback):
-    """Stops training with a `FunmatchError` naming the step when the loss is NaN or Inf.
-
-    Put it first in the callbacks list so that it raises before any checkpoint callback sees the
-    batch. The step is the optimizer's iteration count after the update (1-based, counts across
-    resumed runs); with steps_per_execution > 1 it is the last step of the executed group.
-    """
-
-    def __init__(self, monitor: str = "loss"):
-        super().__init__()
-        self.monitor = monitor
-
-    def on_train_batch_end(self, batch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            return
-        value = float(np.asarray(value))
-        if not np.isfinite(value):
-            optimizer = getattr(self.model, "optimizer", None)
-            step = int(np.asarray(optimizer.iterations)) if optimizer is not None else batch + 1
-            raise FunmatchError(
-                f"the training {self.monitor} became {value} at step {step}; stopping "
-                "(the last checkpoint is left as it was)"
-            )
