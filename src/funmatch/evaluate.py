@@ -76,14 +76,12 @@ DEFAULT_CROP_FRACTION = 128 / 160
 LATENCY_BATCH_SIZES = (1, 64)
 
 
-def predict_logits(model, dataset, *, image_key: str = "image", max_examples: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+def predict_logits(model, dataset, *, image_key: str = "image", progress: bool = False) -> dict[str, np.ndarray]:
     """Logits [N, C], labels [N] and example indices [N] (when present) of the real examples.
 
     `dataset` yields dicts with `image_key`, `label` and `_mask` (padding rows have mask 0).
-    `max_examples` > 0 stops after that many real examples (for quick periodic evaluation).
     """
     logits, labels, indices = [], [], []
-    seen = 0
     iterator = dataset
     if progress:
         from tqdm.auto import tqdm
@@ -97,17 +95,12 @@ def predict_logits(model, dataset, *, image_key: str = "image", max_examples: in
         labels.append(np.asarray(batch["label"])[mask])
         if "index" in batch:
             indices.append(np.asarray(batch["index"])[mask])
-        seen += int(mask.sum())
-        if max_examples and seen >= max_examples:
-            break
     result = {
         "logits": np.concatenate(logits) if logits else np.zeros((0, 0), np.float32),
         "labels": np.concatenate(labels).astype(np.int64) if labels else np.zeros((0,), np.int64),
     }
     if indices:
         result["index"] = np.concatenate(indices).astype(np.int64)
-    if max_examples:
-        result = {k: v[:max_examples] for k, v in result.items()}
     return result
 
 
@@ -422,9 +415,7 @@ def model_cost(model, path: str | None, resolution: int, *, latency: bool = True
 
 def _logits_on_split(model, data_dir, split: str, spec: str, batch_size: int, expected: int, flag: str) -> dict[str, np.ndarray]:
     """Logits of every example of the split, in example-index order; checks each is seen once."""
-    from funmatch.data import pipeline
-
-    result = predict_logits(model, pipeline.eval_dataset(data_dir, split, spec, batch_size))
+    result = split_logits(model, data_dir, split, spec, batch_size)
     count = len(result["labels"])
     if "index" in result:
         order = np.argsort(result["index"], kind="stable")

@@ -3,8 +3,8 @@
 import pathlib
 import shutil
 
-import numpy as np
 import pytest
+from engine_helpers import make_teacher
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MINI = REPO / "src" / "funmatch" / "assets" / "eurosat_mini"
@@ -27,21 +27,6 @@ def engine_data(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("engine") / "data"
     prepare(f"folder:{source}", out, progress=False, examples_per_shard=16)
     return out
-
-
-def make_teacher(path: pathlib.Path, num_classes: int = 4, *, poison: bool = False, seed: int = 0) -> pathlib.Path:
-    """A tiny random teacher (non-zero head, so its logits are informative) saved as .keras."""
-    from funmatch import models
-
-    teacher = models.create("tiny_cnn_w8", num_classes=num_classes, resolution=64)
-    rng = np.random.default_rng(seed)
-    for variable in teacher.trainable_variables:
-        value = rng.normal(0, 0.3, variable.shape).astype("float32")
-        if poison:
-            value[...] = np.nan
-        variable.assign(value)
-    teacher.save(path)
-    return path
 
 
 @pytest.fixture(scope="session")

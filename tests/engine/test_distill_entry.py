@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_teacher
+from engine_helpers import make_teacher
 
 from funmatch.errors import FunmatchError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import funmatch.models as fm
-from conftest import big_transfer_arrays, big_transfer_to_bit_paper
+from model_helpers import big_transfer_arrays, big_transfer_to_bit_paper
 from funmatch.errors import FunmatchError
 
 UNITS = (1, 1, 1, 1)  # bit_r14x0.25: small and quick

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import funmatch.models as fm
-from conftest import randomize_weights
+from model_helpers import randomize_weights
 from funmatch.errors import FunmatchError
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import funmatch.models as fm
-from conftest import big_transfer_arrays
+from model_helpers import big_transfer_arrays
 
 REFERENCE_SCRIPT = pathlib.Path(__file__).with_name("timm_reference.py")
 

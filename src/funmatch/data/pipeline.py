@@ -21,7 +21,7 @@ import sys
 import tensorflow as tf
 
 from funmatch.data import ops
-from funmatch.data.tfrecords import load_card, read_records, split_info
+from funmatch.data.tfrecords import read_records, split_info
 from funmatch.errors import FunmatchError
 
 MASK_KEY = "_mask"

@@ -36,11 +36,6 @@ def hyperrule_mixup(dataset_size: int) -> float:
     return 0.0 if dataset_size < 20_000 else 0.1
 
 
-def hyperrule_resolution(image_height: int, image_width: int) -> tuple[int, int]:
-    """(resize, crop): small images (area < 96²) are resized to 160 and cropped to 128, else 512/480."""
-    return (160, 128) if image_height * image_width < 96 * 96 else (512, 480)
-
-
 def hyperrule_learning_rate(batch_size: int, base: float = 0.003) -> float:
     return base * batch_size / 512
 

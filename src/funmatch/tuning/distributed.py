@@ -41,7 +41,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
 
 from funmatch.errors import FunmatchError
 
