@@ -221,14 +221,21 @@ def distill(
     if not (workdir / "augmentations.png").exists():
         save_input_grid(make_dataset(0), config, workdir / "augmentations.png")
 
-    def evaluate(step: int) -> dict[str, float]:
+    def student_metrics(max_examples: int, teacher_logits: dict) -> dict[str, float]:
         out = {}
         for split in eval_splits:
             result = split_logits(student, data_dir, split, eval_pp(config, config.student_resolution),
-                                   config.eval_batch_size, config.eval_max_examples)
-            teacher_logits = teacher_eval[split]["logits"][: len(result["labels"])]
-            out.update(fidelity_metrics(result["logits"], result["labels"], teacher_logits, prefix=f"{split}_"))
-            out[f"teacher_{split}_accuracy"] = teacher_metrics[f"teacher_{split}_accuracy"]
+                                  config.eval_batch_size, max_examples)
+            out.update(fidelity_metrics(result["logits"], result["labels"],
+                                        teacher_logits[split]["logits"][: len(result["labels"])], prefix=f"{split}_"))
+        return out
+
+    evaluated: dict[int, dict[str, float]] = {}
+
+    def evaluate(step: int) -> dict[str, float]:
+        out = student_metrics(config.eval_max_examples, teacher_eval)
+        out.update({f"teacher_{split}_accuracy": teacher_metrics[f"teacher_{split}_accuracy"] for split in eval_splits})
+        evaluated[step] = out
         return out
 
     def groups():
@@ -250,12 +257,14 @@ def distill(
 
     # --- Final evaluation on the full splits, student.keras, metrics.json. ---
     final = {"step": config.steps, "mode": config.mode, "recipe": config.recipe, **teacher_metrics}
-    full = dataclasses.replace(config, eval_max_examples=0)
-    teacher_full = _teacher_eval(workdir / "final_eval", teacher, full, data_dir, eval_splits) if config.eval_max_examples else teacher_eval
-    for split in eval_splits:
-        result = split_logits(student, data_dir, split, eval_pp(config, config.student_resolution), config.eval_batch_size)
-        final.update(fidelity_metrics(result["logits"], result["labels"], teacher_full[split]["logits"], prefix=f"{split}_"))
-        final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
+    if config.eval_max_examples:  # periodic evaluation ran on subsets: evaluate both models on the full splits
+        teacher_full = _teacher_eval(workdir / "final_eval", teacher, dataclasses.replace(config, eval_max_examples=0),
+                                     data_dir, eval_splits)
+        for split in eval_splits:
+            final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
+        final.update(student_metrics(0, teacher_full))
+    else:  # the last periodic evaluation was already on the full splits at the final step
+        final.update(evaluated.get(config.steps) or student_metrics(0, teacher_eval))
     final["wall_time_sec_this_process"] = time.time() - started
     atomic_save_keras(student, workdir / "student.keras")
     atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))
