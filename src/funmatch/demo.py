@@ -98,6 +98,7 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: f
         config, teacher=config.student, teacher_resolution=config.student_resolution, teacher_from_scratch=True,
         teacher_optimizer="adam", teacher_learning_rate=config.learning_rate, teacher_weight_decay=config.weight_decay,
         teacher_batch_size=config.batch_size, teacher_mixup_p=0.0, teacher_warmup_steps=config.warmup_steps,
+        teacher_augment="",  # the distillation's augmentations (crop + flip), not the teacher recipe's rotations
     )
     if quick:
         train_teacher(dataclasses.replace(label_config, teacher_steps=config.steps, teacher_warmup_steps=config.warmup_steps),

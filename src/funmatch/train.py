@@ -35,16 +35,17 @@ def train_pp(config: Config, mode: str) -> str:
     the two resolutions and copied before resizing the smaller view.
     """
     rs, rt = config.student_resolution, config.teacher_resolution
+    area = f", area_min={config.crop_area_min:g}" if config.crop_area_min != 5.0 else ""
     if mode == "independent":
         return (
-            f'decode|copy("image", "teacher")|inception_crop({rs})|flip_lr|'
-            f'inception_crop({rt}, key="teacher")|flip_lr(key="teacher")|'
+            f'decode|copy("image", "teacher")|inception_crop({rs}{area})|flip_lr|'
+            f'inception_crop({rt}{area}, key="teacher")|flip_lr(key="teacher")|'
             f'value_range(-1, 1)|value_range(-1, 1, key="teacher")|keep({TRAIN_KEYS})'
         )
     if mode == "fixed_teacher":
-        return f'decode_jpeg_and_inception_crop({rs})|flip_lr|value_range(-1, 1)|keep("image", "label", "index")'
+        return f'decode_jpeg_and_inception_crop({rs}{area})|flip_lr|value_range(-1, 1)|keep("image", "label", "index")'
     crop = max(rs, rt)
-    spec = f"decode_jpeg_and_inception_crop({crop})|flip_lr|value_range(-1, 1)"
+    spec = f"decode_jpeg_and_inception_crop({crop}{area})|flip_lr|value_range(-1, 1)"
     if rs != rt:
         spec += '|copy("image", "teacher")'
         if rs != crop:

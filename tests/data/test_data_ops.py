@@ -99,17 +99,44 @@ def test_resize_rounds_uint8():
     np.testing.assert_array_equal(out[0, :, 0], [0, 64, 191, 255])
 
 
-def test_flip_lr_flips_about_half_the_examples():
+@pytest.mark.parametrize("name, flipped_view", [("flip_lr", lambda a: a[:, ::-1]), ("flip_ud", lambda a: a[::-1])])
+def test_flips_flip_about_half_the_examples(name, flipped_view):
     image = tf.reshape(tf.range(2 * 3 * 1), [2, 3, 1])
-    flip = ops.get_preprocess_fn("flip_lr")
+    flip = ops.get_preprocess_fn(name)
     flipped = 0
     for position in range(200):
         out = flip({"image": image, ops.RNG_KEY: tf.constant([5, position], tf.int64)})["image"].numpy()
-        if np.array_equal(out, image.numpy()[:, ::-1]):
+        if np.array_equal(out, flipped_view(image.numpy())):
             flipped += 1
         else:
             np.testing.assert_array_equal(out, image.numpy())
     assert 70 < flipped < 130
+
+
+def test_rot90_with_flips_samples_all_eight_symmetries_of_the_square():
+    base = np.arange(9).reshape(3, 3, 1)
+    symmetries = {np.rot90(b, k, axes=(0, 1)).tobytes(): 0 for b in (base, base[:, ::-1]) for k in range(4)}
+    assert len(symmetries) == 8
+    augment = ops.get_preprocess_fn("flip_lr|rot90")
+    rotate_only = ops.get_preprocess_fn("rot90")
+    turns = [0, 0, 0, 0]
+    for position in range(400):
+        example = {"image": tf.constant(base), ops.RNG_KEY: tf.constant([3, position], tf.int64)}
+        out = augment(example)["image"].numpy()
+        symmetries[out.tobytes()] += 1  # KeyError if the output is not a symmetry of the square
+        rotated = rotate_only(example)["image"].numpy()
+        turns[[np.rot90(base, k, axes=(0, 1)).tobytes() for k in range(4)].index(rotated.tobytes())] += 1
+    assert min(symmetries.values()) > 20, symmetries  # 50 expected each
+    assert min(turns) > 60, turns  # 100 expected each (counterclockwise k x 90 degrees)
+
+
+def test_supervised_pp_appends_the_recipe_augmentations():
+    from funmatch.distill.teacher import supervised_pp
+
+    assert "|flip_lr|value_range" in supervised_pp(32)
+    spec = supervised_pp(32, 50, "flip_ud|rot90")
+    assert "inception_crop(32, area_min=50)|flip_lr|flip_ud|rot90|value_range(-1, 1)" in spec
+    ops.get_preprocess_fn(spec)  # every op exists
 
 
 def crop_window(crop: np.ndarray, height: int, width: int):

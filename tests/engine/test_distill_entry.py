@@ -175,3 +175,32 @@ def test_cli_help_and_errors(capsys):
         assert "usage: funmatch " + command in capsys.readouterr().out
     assert main(["distill", "--config", "nosuch", "--data", "x", "--teacher", "y", "--workdir", "z"]) == 2
     assert "funmatch distill: error: --config: unknown recipe 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["function_matching", "consistent", "independent", "fixed_teacher"])
+def test_crop_area_min_sets_the_smallest_crop_of_every_view(mode):
+    import tensorflow as tf
+
+    from funmatch.configs import get_config
+    from funmatch.data import ops
+    from funmatch.train import train_pp
+
+    paper = train_pp(get_config("eurosat"), mode)
+    assert "area_min" not in paper  # the paper's 5 % is the op's default
+    config = get_config("eurosat:crop_area_min=100,student_resolution=8,teacher_resolution=16")
+    spec = train_pp(config, mode)
+    assert spec.count("area_min=100") == (2 if mode == "independent" else 1)
+    # 100 % crops are the whole image: every view is the resized image (maybe flipped), whatever the seed.
+    rows, cols = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    image = np.stack([rows * 15, cols * 15, np.full_like(rows, 128)], -1).astype(np.uint8)  # smooth ramps
+    encoded = tf.io.encode_jpeg(image, quality=100)
+    example = {"image": encoded, "label": tf.constant(1), "index": tf.constant(0, tf.int64)}
+    for position in range(3):
+        out = ops.get_preprocess_fn(spec)({**example, ops.RNG_KEY: tf.constant([1, position], tf.int64)})
+        for key, size in (("image", 8), ("teacher", 16)):
+            if key in out:
+                assert out[key].shape[:2] == (size, size)
+                view = out[key].numpy()
+                full = tf.image.resize(tf.io.decode_image(encoded, channels=3, expand_animations=False), (size, size),
+                                       antialias=True).numpy() / 127.5 - 1.0
+                assert min(np.abs(view - full).max(), np.abs(view - full[:, ::-1]).max()) < 0.1

@@ -88,6 +88,46 @@ def test_group_norm_matches_numpy(channels, expected_groups):
 
 
 @pytest.mark.both_backends
+def test_group_norm_is_accurate_when_the_mean_dwarfs_the_spread():
+    # Per-channel moments are combined into group moments; large, unequal channel means must not cancel.
+    rng = np.random.default_rng(2)
+    channels = 8
+    offsets = rng.uniform(50.0, 150.0, size=channels)
+    x = (rng.normal(size=(3, 6, 4, channels)) * 0.5 + offsets).astype("float32")
+    layer = GroupNorm(4)
+    layer.build(x.shape)
+    expected = _numpy_group_norm(x.astype("float64"), 4, np.ones(channels), np.zeros(channels))
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=2e-3)
+
+
+def test_group_norm_gradients_match_the_direct_formula():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    x = tf.constant((rng.normal(size=(2, 4, 5, 16)) * 2.0 + 0.7).astype("float32"))
+    weights = tf.constant(rng.normal(size=(2, 4, 5, 16)).astype("float32"))
+    layer = GroupNorm(4, relu=True)
+    layer.build(x.shape)
+    layer.gamma.assign(rng.uniform(0.5, 1.5, size=16).astype("float32"))
+    layer.beta.assign(rng.normal(size=16).astype("float32"))
+
+    def direct(inputs):
+        grouped = tf.reshape(inputs, (2, 4, 5, 4, 4))
+        mean, variance = tf.nn.moments(grouped, axes=(1, 2, 4), keepdims=True)
+        normalized = tf.reshape((grouped - mean) * tf.math.rsqrt(variance + 1e-5), inputs.shape)
+        return tf.nn.relu(normalized * layer.gamma + layer.beta)
+
+    grads = []
+    for fn in (layer, direct):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * weights)
+        grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    for ours, reference in zip(*grads):
+        np.testing.assert_allclose(ours.numpy(), reference.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.both_backends
 def test_root_pool_padding_zero_versus_min():
     values = -np.arange(1, 17, dtype="float32").reshape(1, 4, 4, 1)  # all negative
     zero = np.asarray(PaddedMaxPool2D(pad_with="zero")(values))[0, :, :, 0]

@@ -45,6 +45,7 @@ class Config:
     mode: str = "function_matching"
     temperature: float = 1.0
     mixup_p: float = 1.0
+    crop_area_min: float = 5.0  # percent; smallest inception crop of the distillation views (the paper: 5)
     batch_size: int = 512  # global batch
     epochs: float = 0.0
     total_steps: int = 0  # 0 -> round(epochs * num_train_examples / batch_size)
@@ -64,6 +65,7 @@ class Config:
     teacher_mixup_p: float = -1.0  # < 0 -> BiT-HyperRule
     teacher_label_smoothing: float = 0.0
     teacher_crop_area_min: float = 5.0  # percent; inception crop of label training (BiT uses milder crops)
+    teacher_augment: str = ""  # extra pp ops after flip_lr in label training, e.g. "flip_ud|rot90"
     # Bookkeeping.
     seed: int = 0
     log_every: int = 50

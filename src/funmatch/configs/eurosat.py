@@ -42,6 +42,7 @@ def get_config(arg: str = "") -> common.Config:
         teacher_batch_size=128,
         teacher_steps=4000,
         teacher_crop_area_min=30.0,
+        teacher_augment="flip_ud|rot90",  # with flip_lr: the 8 symmetries of a satellite tile
         teacher_warmup_steps=200,
         teacher_mixup_p=0.0,
         checkpoint_every=200,

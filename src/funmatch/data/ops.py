@@ -304,15 +304,39 @@ def make_inception_crop(
     return op
 
 
+def _random_flip(key: str, rng_salt: int, axis: int, op_name: str) -> Op:
+    def op(example):
+        image = _check_key(example, key, op_name)
+        flip = tf.random.stateless_uniform([], seed=op_seed(example, rng_salt)) < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[axis]), lambda: image)
+        return {**example, key: image}
+
+    return op
+
+
 @register("flip_lr", random_family="flip_lr")
 def make_flip_lr(key: str = "image", rng_salt: int = 0) -> Op:
     """Flips `[H, W, C]` left-right with probability 1/2."""
+    return _random_flip(key, rng_salt, axis=1, op_name="flip_lr")
+
+
+@register("flip_ud", random_family="flip_ud")
+def make_flip_ud(key: str = "image", rng_salt: int = 0) -> Op:
+    """Flips `[H, W, C]` upside down with probability 1/2 (valid for overhead imagery, not for photos)."""
+    return _random_flip(key, rng_salt, axis=0, op_name="flip_ud")
+
+
+@register("rot90", random_family="rot90")
+def make_rot90(key: str = "image", rng_salt: int = 0) -> Op:
+    """Rotates `[H, W, C]` by k x 90 degrees, k uniform in {0, 1, 2, 3} (square images keep their shape).
+
+    With `flip_lr` this samples the 8 symmetries of the square, the usual augmentation for satellite tiles.
+    """
 
     def op(example):
-        image = _check_key(example, key, "flip_lr")
-        flip = tf.random.stateless_uniform([], seed=op_seed(example, rng_salt)) < 0.5
-        image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-        return {**example, key: image}
+        image = _check_key(example, key, "rot90")
+        k = tf.random.stateless_uniform([], seed=op_seed(example, rng_salt), maxval=4, dtype=tf.int32)
+        return {**example, key: tf.image.rot90(image, k)}
 
     return op
 

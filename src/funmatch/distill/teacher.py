@@ -102,9 +102,10 @@ class Supervised(keras.Model):
         return [*super().metrics, self.accuracy_tracker]
 
 
-def supervised_pp(resolution: int, area_min: float = 5.0) -> str:
-    """Label training pp: an inception crop (area `area_min`..100 %) + flip, values in [-1, 1]."""
-    return (f"decode_jpeg_and_inception_crop({resolution}, area_min={area_min:g})|flip_lr|value_range(-1, 1)|"
+def supervised_pp(resolution: int, area_min: float = 5.0, augment: str = "") -> str:
+    """Label training pp: an inception crop (area `area_min`..100 %) + flip (+ `augment` ops), values in [-1, 1]."""
+    extra = f"|{augment.strip('|')}" if augment.strip("|") else ""
+    return (f"decode_jpeg_and_inception_crop({resolution}, area_min={area_min:g})|flip_lr{extra}|value_range(-1, 1)|"
             'keep("image", "label", "index")')
 
 
@@ -143,7 +144,7 @@ def train_supervised(
     def make_dataset(start_step: int):
         process_index, process_count = runtime.process_info()
         return pipeline.train_dataset(
-            data_dir, config.train_split, supervised_pp(resolution, config.teacher_crop_area_min), per_process_batch, seed=config.seed,
+            data_dir, config.train_split, supervised_pp(resolution, config.teacher_crop_area_min, config.teacher_augment), per_process_batch, seed=config.seed,
             start_step=start_step, shuffle_buffer=config.shuffle_buffer or None,
             process_index=process_index, process_count=process_count,
         )
