@@ -3,7 +3,8 @@
     python scripts/ship_teacher.py WORKDIR --command "funmatch teacher --config eurosat ..." [--note TEXT]
 
 Writes src/funmatch/assets/teachers/eurosat_teacher.keras and eurosat_teacher.json (command, wall time,
-data, accuracy, cost), all read from the run's own files.
+data, accuracy, cost), all read from the run's own files (plus `--earlier-minutes` for the stages that
+a fine-tuned run started from).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the command that trained it")
     parser.add_argument("--prepare-command", required=True, help="the command that prepared its data")
     parser.add_argument("--note", default="", help="anything else a user should know about the run")
+    parser.add_argument("--earlier-minutes", type=float, default=0.0,
+                        help="training minutes of earlier stages this run was initialised from (--init)")
     args = parser.parse_args()
 
     from funmatch import models
@@ -54,7 +57,8 @@ def main() -> None:
         "steps": metrics["steps"],
         "batch_size": run["teacher_batch_size"],
         "epochs": records[-1]["epoch"],
-        "wall_time_minutes": round(records[-1]["train_seconds"] / 60, 1),
+        "wall_time_minutes": round(args.earlier_minutes + records[-1]["train_seconds"] / 60, 1),
+        "last_stage_wall_time_minutes": round(records[-1]["train_seconds"] / 60, 1),
         "validation_accuracy": metrics["validation_accuracy"],
         "test_accuracy": metrics["test_accuracy"],
         "test_accuracy_top5": metrics["test_accuracy_top5"],

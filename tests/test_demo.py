@@ -45,3 +45,16 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert models.contract(student)["resolution"] == demo.DEMO["student_resolution"]
     # Re-running reuses everything that is done.
     assert main(["demo", "--quick", "--out", str(out)]) == 0
+
+
+def test_steps_sets_the_distillation_length_and_rejects_nonsense():
+    from funmatch.errors import FunmatchError
+
+    default = demo.demo_config(False)
+    assert default.steps == demo.DEMO["total_steps"] and default.warmup_steps == demo.DEMO["warmup_steps"]
+    longer = demo.demo_config(False, 12_000)
+    assert longer.steps == 12_000 and longer.warmup_steps == demo.DEMO["warmup_steps"]
+    short = demo.demo_config(False, 30)
+    assert short.steps == 30 and short.warmup_steps == 3  # a tenth of a short run
+    with pytest.raises(FunmatchError, match="--steps"):
+        demo.demo_config(False, 0)
