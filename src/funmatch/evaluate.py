@@ -276,23 +276,24 @@ def keras_file_size(model, path: str | None = None) -> int:
 
 def device_name() -> str:
     """A readable name of the device Keras computes on (first accelerator, else "cpu")."""
-    import keras
+    from funmatch import runtime
 
-    if keras.backend.backend() == "jax":
+    if runtime.backend() not in ("jax", "tensorflow"):
+        return runtime.backend()
+    kind = runtime.accelerator()
+    if kind == "CPU":
+        return "cpu"
+    if runtime.backend() == "jax":
         import jax
 
         device = jax.devices()[0]
-        return "cpu" if device.platform == "cpu" else str(getattr(device, "device_kind", device.platform))
-    if keras.backend.backend() == "tensorflow":
+        return str(getattr(device, "device_kind", device.platform))
+    if kind == "GPU":
         import tensorflow as tf
 
-        for kind in ("TPU", "GPU"):
-            devices = tf.config.list_logical_devices(kind)
-            if devices:
-                details = tf.config.experimental.get_device_details(tf.config.list_physical_devices(kind)[0]) if kind == "GPU" else {}
-                return str(details.get("device_name", kind.lower()))
-        return "cpu"
-    return keras.backend.backend()
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return str(details.get("device_name", "gpu"))
+    return kind.lower()
 
 
 def compiled_forward(model) -> tuple[Callable[[Any], Any], Callable[[np.ndarray], Any], str]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from funmatch.configs import MODES, Config, get_config
 from funmatch.errors import FunmatchError
+from funmatch.evaluate import eval_pp as eval_pp_at
 from funmatch.evaluate import split_logits
 
 TRAIN_KEYS = '"image", "teacher", "label", "index"'
@@ -59,8 +60,6 @@ def train_pp(config: Config, mode: str) -> str:
 def eval_pp(config: Config, resolution: int) -> str:
     """Eval pp at `resolution`: resize_small then central crop, with the recipe's crop ratio
     (student_resolution / resize_small, e.g. the paper's 128 / 160) at every resolution."""
-    from funmatch.evaluate import eval_pp as eval_pp_at
-
     return eval_pp_at(resolution, crop_fraction=config.student_resolution / config.resize_small)
 
 
@@ -231,12 +230,12 @@ def distill(
                                         teacher_logits[split]["logits"][: len(result["labels"])], prefix=f"{split}_"))
         return out
 
-    evaluated: dict[int, dict[str, float]] = {}
+    last_evaluation: dict[str, Any] = {}  # {"step": ..., "metrics": ...} of the latest periodic evaluation
 
     def evaluate(step: int) -> dict[str, float]:
         out = student_metrics(config.eval_max_examples, teacher_eval)
         out.update({f"teacher_{split}_accuracy": teacher_metrics[f"teacher_{split}_accuracy"] for split in eval_splits})
-        evaluated[step] = out
+        last_evaluation.update(step=step, metrics=out)
         return out
 
     def groups():
@@ -265,7 +264,8 @@ def distill(
             final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
         final.update(student_metrics(0, teacher_full))
     else:  # the last periodic evaluation was already on the full splits at the final step
-        final.update(evaluated.get(config.steps) or student_metrics(0, teacher_eval))
+        done = last_evaluation.get("step") == config.steps
+        final.update(last_evaluation["metrics"] if done else student_metrics(0, teacher_eval))
     final["wall_time_sec_this_process"] = time.time() - started
     atomic_save_keras(student, workdir / "student.keras")
     atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))

@@ -104,7 +104,8 @@ class Supervised(keras.Model):
 
 def supervised_pp(resolution: int, area_min: float = 5.0, augment: str = "") -> str:
     """Label training pp: an inception crop (area `area_min`..100 %) + flip (+ `augment` ops), values in [-1, 1]."""
-    extra = f"|{augment.strip('|')}" if augment.strip("|") else ""
+    augment = augment.strip("|")
+    extra = f"|{augment}" if augment else ""
     return (f"decode_jpeg_and_inception_crop({resolution}, area_min={area_min:g})|flip_lr{extra}|value_range(-1, 1)|"
             'keep("image", "label", "index")')
 
