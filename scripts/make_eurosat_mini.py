@@ -1,12 +1,18 @@
-"""Builds src/funmatch/assets/eurosat_mini (the demo dataset shipped in the package) from the shared EuroSAT RGB.
+"""Builds the demo's data shipped in the package from the shared EuroSAT RGB copy:
+src/funmatch/assets/eurosat_mini (labelled train / validation / test) and
+src/funmatch/assets/eurosat_unlabeled (images without labels, for `funmatch distill --unlabeled`).
 
-    python scripts/make_eurosat_mini.py [--source ../shared/data/eurosat_rgb] [--out src/funmatch/assets/eurosat_mini]
+    python scripts/make_eurosat_mini.py [--source ../shared/data/eurosat_rgb] [--assets src/funmatch/assets]
 
-Cut rule (deterministic, no randomness): per class, files sorted naturally (by their number),
-  train      = the first 400 of the shared *train* split,
-  validation = the next 50 of the shared *train* split,
-  test       = the first 100 of the shared *test* split (disjoint from all of the shared train split).
-JPEG bytes are copied unchanged; labels.txt is copied. README.md is written by hand (provenance).
+Cut rule (deterministic, no randomness): per class, the files of each shared split sorted naturally (by number),
+  train      = the first 100 of the shared *train* split            (labelled, 1,000 images)
+  unlabeled  = the next 400 (positions 100-499) of the shared *train* split, without labels (4,000 images)
+  test       = the first 100 of the shared *test* split             (1,000 images)
+  validation = the next 50 (positions 100-149) of the shared *test* split (500 images)
+The shared test split (file number a multiple of 5) is disjoint from the shared train split on which the
+shipped teacher was trained, so every image the demo evaluates on is clean. Unlabelled images are renamed
+`u_NNNNN.jpg` (class-interleaved order) in a flat folder; `eurosat_unlabeled/SOURCES.txt` maps each name to
+its source file. JPEG bytes are copied unchanged; labels.txt is copied. The READMEs are written by hand.
 """
 
 from __future__ import annotations
@@ -17,41 +23,61 @@ import re
 import shutil
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CUTS = {  # output split -> (shared split, first position, count) per class
-    "train": ("train", 0, 400),
-    "validation": ("train", 400, 50),
+LABELLED = {  # output split -> (shared split, first position, count) per class
+    "train": ("train", 0, 100),
+    "validation": ("test", 100, 50),
     "test": ("test", 0, 100),
 }
+UNLABELED = ("train", 100, 400)
 
 
 def natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
+def pick(source: pathlib.Path, shared_split: str, start: int, count: int) -> dict[str, list[pathlib.Path]]:
+    """Class dir name -> the chosen files of that class, in natural order."""
+    out = {}
+    for class_dir in sorted(p for p in (source / shared_split).iterdir() if p.is_dir()):
+        files = sorted((p for p in class_dir.iterdir() if p.suffix == ".jpg"), key=lambda p: natural_key(p.name))
+        chosen = files[start : start + count]
+        if len(chosen) != count:
+            raise SystemExit(f"{class_dir}: only {len(chosen)} files at {start}..{start + count}")
+        out[class_dir.name] = chosen
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=pathlib.Path, default=REPO.parent / "shared" / "data" / "eurosat_rgb")
-    parser.add_argument("--out", type=pathlib.Path, default=REPO / "src" / "funmatch" / "assets" / "eurosat_mini")
+    parser.add_argument("--assets", type=pathlib.Path, default=REPO / "src" / "funmatch" / "assets")
     args = parser.parse_args()
-    for split in CUTS:
-        if (args.out / split).exists():
-            shutil.rmtree(args.out / split)
-    args.out.mkdir(parents=True, exist_ok=True)
+    mini, unlabeled = args.assets / "eurosat_mini", args.assets / "eurosat_unlabeled"
+    for folder in [mini / split for split in LABELLED] + [unlabeled / "images"]:
+        if folder.exists():
+            shutil.rmtree(folder)
     total_files = total_bytes = 0
-    for split, (shared_split, start, count) in CUTS.items():
-        for class_dir in sorted(p for p in (args.source / shared_split).iterdir() if p.is_dir()):
-            files = sorted((p for p in class_dir.iterdir() if p.suffix == ".jpg"), key=lambda p: natural_key(p.name))
-            chosen = files[start : start + count]
-            if len(chosen) != count:
-                raise SystemExit(f"{class_dir}: only {len(chosen)} files at {start}..{start + count}")
-            target = args.out / split / class_dir.name
+    for split, (shared_split, start, count) in LABELLED.items():
+        for class_name, files in pick(args.source, shared_split, start, count).items():
+            target = mini / split / class_name
             target.mkdir(parents=True)
-            for file in chosen:
+            for file in files:
                 shutil.copyfile(file, target / file.name)
                 total_files += 1
                 total_bytes += file.stat().st_size
-    shutil.copyfile(args.source / "labels.txt", args.out / "labels.txt")
-    print(f"wrote {total_files} images, {total_bytes:,} bytes of JPEG data, to {args.out}")
+    shutil.copyfile(args.source / "labels.txt", mini / "labels.txt")
+    per_class = list(pick(args.source, *UNLABELED).values())
+    interleaved = [files[k] for k in range(UNLABELED[2]) for files in per_class]  # no class runs in the order
+    (unlabeled / "images").mkdir(parents=True)
+    lines = []
+    for number, file in enumerate(interleaved):
+        name = f"u_{number:05d}.jpg"
+        shutil.copyfile(file, unlabeled / "images" / name)
+        lines.append(f"{name} {file.relative_to(args.source).as_posix()}")
+        total_files += 1
+        total_bytes += file.stat().st_size
+    (unlabeled / "SOURCES.txt").write_text("\n".join(lines) + "\n")
+    print(f"wrote {total_files} images, {total_bytes:,} bytes of JPEG data, to {mini} and {unlabeled}")
 
 
 if __name__ == "__main__":

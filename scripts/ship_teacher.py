@@ -65,6 +65,12 @@ def main() -> None:
         "hardware": "2 CPU cores (shared with other jobs), no accelerator",
         "trained_on": datetime.date.today().isoformat(),
         "funmatch_commit": commit,
+        "training_images": {
+            "shared_split": "train", "file_number_not_multiple_of": 5,
+            "description": ("The shared EuroSAT RGB train split: every <Class>_<n>.jpg whose n is not a multiple of 5 "
+                            "(21,600 images; 5 % of them carved out as validation by the prepare command). No image "
+                            "of the shared test split (n a multiple of 5) was used in training."),
+        },
         "note": args.note,
     }
     (OUT / "eurosat_teacher.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -60,7 +60,7 @@ def test_eurosat_mini_asset_prepares_to_its_documented_counts(tmp_path):
     card = prepare(f"folder:{asset}", tmp_path / "out", progress=False)
     assert card["class_names"][0] == "AnnualCrop" and card["num_classes"] == 10
     assert {s: v["per_class_counts"] for s, v in card["splits"].items()} == {
-        "train": [400] * 10, "validation": [50] * 10, "test": [100] * 10,
+        "train": [100] * 10, "validation": [50] * 10, "test": [100] * 10,
     }
     # 64x64 RGB JPEGs are copied byte for byte.
     first = next(read_records(tmp_path / "out", "test").as_numpy_iterator())
