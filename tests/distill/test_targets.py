@@ -1,0 +1,319 @@
+"""Stored teacher targets: exactness (the teacher on regenerated views reproduces the store), the student's
+view is the teacher's window, partner/coefficient distributions, the top-k rule, resumable generation, the
+stream's view order and exact resume, and refusal of a store that does not fit the run."""
+
+import io
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from funmatch.errors import FunmatchError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MINI = REPO / "src" / "funmatch" / "assets" / "eurosat_mini"
+CLASSES = ["000_annualcrop", "001_forest", "003_highway", "008_river"]
+
+
+def _jpeg(array, quality=95):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _teacher(path, num_classes=4, resolution=64, seed=0):
+    """A tiny random funmatch model (non-zero head, so its logits are informative), saved as .keras."""
+    from funmatch import models
+
+    model = models.create("tiny_cnn_w8", num_classes=num_classes, resolution=resolution)
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """4 EuroSAT classes of the vendored mini set: 48 train / 12 validation / 20 test, record files of 16."""
+    from funmatch.data.prepare import prepare
+
+    source = tmp_path_factory.mktemp("targets_src")
+    for split, count in {"train": 12, "validation": 3, "test": 5}.items():
+        for class_dir in CLASSES:
+            (source / split / class_dir).mkdir(parents=True)
+            for f in sorted((MINI / split / class_dir).iterdir())[:count]:
+                shutil.copy(f, source / split / class_dir / f.name)
+    out = tmp_path_factory.mktemp("targets_data") / "data"
+    prepare(f"folder:{source}", out, progress=False, examples_per_shard=16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return _teacher(tmp_path_factory.mktemp("targets_teacher") / "teacher.keras")
+
+
+@pytest.fixture(scope="module")
+def store(data, teacher, tmp_path_factory):
+    from funmatch.distill import targets
+
+    out = tmp_path_factory.mktemp("targets_store") / "store"
+    card = targets.generate(teacher, data, out, views=3, batch_size=16, seed=5, progress=False)
+    return out, card
+
+
+def _stream(store_dir, data, batches, **kwargs):
+    from funmatch.distill import targets
+
+    dataset = targets.train_dataset(store_dir, data, kwargs.pop("batch_size", 8), **kwargs)
+    return list(dataset.take(batches).as_numpy_iterator())
+
+
+# ------------------------------------------------------------------------------------------------
+# Storage rows
+
+
+def test_full_rows_are_float16_log_probs_and_topk_keeps_ranking_and_mass():
+    import tensorflow as tf
+
+    from funmatch.distill import targets
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (6, 300)).astype(np.float32) + 40.0  # a shift changes nothing
+    full = targets.encode_rows(logits[:, :100], "full", 0)
+    assert full.dtype == np.float16 and full.shape == (6, 100)
+    np.testing.assert_allclose(full, targets.log_softmax(logits[:, :100] - 40.0), rtol=2**-11, atol=1e-3)
+
+    rows = targets.encode_rows(logits, "top_k", 10)
+    assert rows.dtype.itemsize == 40  # 10 × (uint16 index + float16 value)
+    restored = targets.decode_rows(rows, 300)
+    probs = np.exp(restored.astype(np.float64))
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=5e-3)
+    exact = targets.log_softmax(logits)
+    top = np.argsort(-exact, 1)[:, :10]
+    np.testing.assert_array_equal(np.argsort(-restored, 1, kind="stable")[:, :10], top)  # ranking kept
+    np.testing.assert_allclose(np.take_along_axis(restored, top, 1), np.take_along_axis(exact, top, 1), atol=2e-2)
+    # The rest: the remaining probability spread uniformly over the other 290 classes, below the k-th.
+    others = np.ones_like(restored, bool)
+    np.put_along_axis(others, top, False, 1)
+    rest = 1 - np.exp(np.take_along_axis(exact, top, 1).astype(np.float64)).sum(1)
+    np.testing.assert_allclose(restored[others].reshape(6, 290), np.log(rest / 290)[:, None].repeat(290, 1), rtol=2e-2)
+    assert np.all(restored[others].reshape(6, 290).max(1) <= np.take_along_axis(restored, top, 1).min(1))
+    # The TensorFlow twin used by the input pipeline gives the same vectors.
+    tf_restored = targets._tf_topk_to_log_probs(tf.constant(rows["index"].astype(np.int32)),
+                                                 tf.constant(rows["value"].astype(np.float32)), 300)
+    np.testing.assert_allclose(tf_restored.numpy(), restored, atol=1e-5)
+    assert targets.storage_kind(128, None) == "full" and targets.storage_kind(129, None) == "top_k"
+
+
+# ------------------------------------------------------------------------------------------------
+# Exactness
+
+
+@pytest.mark.both_backends
+def test_teacher_on_regenerated_views_reproduces_the_stored_targets(store, data, teacher):
+    from funmatch import models
+    from funmatch.distill import targets
+
+    store_dir, card = store
+    assert card["complete"] and card["storage"] == "full" and card["views"] == 3
+    assert card["bytes_per_target"] == 8 and card["bytes_per_view"] == 48 * 8
+    model = models.load(teacher)
+    seen_views = set()
+    for batch in _stream(store_dir, data, 7, resolution=64, seed=1):  # a pass of 6 batches and one more
+        recomputed = targets.log_softmax(np.asarray(model.predict_on_batch(batch["image"])))
+        np.testing.assert_allclose(batch["teacher_logits"], recomputed, rtol=2e-3, atol=2e-3)
+        # ... and they are the rows stored for (index, view).
+        for index, view, row in zip(batch["index"], batch["view"], batch["teacher_logits"]):
+            np.testing.assert_array_equal(row, targets.read_targets(store_dir, card, int(view))[index].astype(np.float32))
+            seen_views.add(int(view))
+    assert len(seen_views) == 2  # two passes, two different views
+
+
+def test_topk_store_reproduces_the_teachers_top_k(data, teacher, tmp_path):
+    from funmatch import models
+    from funmatch.distill import targets
+
+    card = targets.generate(teacher, data, tmp_path / "top2", views=1, top_k=2, batch_size=16, progress=False)
+    assert card["storage"] == "top_k" and card["top_k"] == 2 and card["bytes_per_target"] == 8
+    model = models.load(teacher)
+    batch = _stream(tmp_path / "top2", data, 1, resolution=64)[0]
+    recomputed = targets.log_softmax(np.asarray(model.predict_on_batch(batch["image"])))
+    top = np.argsort(-recomputed, 1)[:, :2]
+    np.testing.assert_allclose(np.take_along_axis(batch["teacher_logits"], top, 1),
+                               np.take_along_axis(recomputed, top, 1), atol=4e-3)
+    rest = 1 - np.exp(np.take_along_axis(recomputed, top, 1)).sum(1)
+    others = np.ones_like(recomputed, bool)
+    np.put_along_axis(others, top, False, 1)
+    np.testing.assert_allclose(batch["teacher_logits"][others].reshape(-1, 2), np.log(rest / 2)[:, None].repeat(2, 1),
+                               atol=1e-2)
+
+
+def test_student_view_is_the_teachers_window(tmp_path):
+    """A coordinate gradient (red = row, green = column): the 32 px student view is the 64 px teacher view of
+    the same window, resized; and the window changes from view to view."""
+    import tensorflow as tf
+
+    from funmatch.distill import targets
+
+    rows, cols = np.meshgrid(np.linspace(0, 255, 96), np.linspace(0, 255, 128), indexing="ij")
+    image = np.stack([rows, cols, np.full_like(rows, 128)], -1).round().astype(np.uint8)
+    record = {"image": tf.constant(_jpeg(image, 100)), "label": tf.constant(0, tf.int64),
+              "id": tf.constant(b"x"), "index": tf.constant(0, tf.int64)}
+    card = {"seed": 3, "mixup_p": 0.0, "mode": "consistent", "view_spec": targets.view_spec()}
+    teacher_maker, student_maker = targets.ViewMaker(card, 64), targets.ViewMaker(card, 32)
+    means = set()
+    for view in range(6):
+        big = teacher_maker.mixed(record, record, 7, 7, view).numpy()
+        small = student_maker.mixed(record, record, 7, 7, view).numpy()
+        assert big.shape == (64, 64, 3) and small.shape == (32, 32, 3)
+        downscaled = tf.image.resize(big, (32, 32), method="area").numpy()
+        np.testing.assert_allclose(small, downscaled, atol=0.05)  # [-1, 1] scale: a few levels of 255
+        means.add((round(float(big[..., 0].mean()), 2), round(float(big[..., 1].mean()), 2)))
+    assert len(means) == 6
+
+
+def test_partners_and_coefficients_follow_online_function_matching(store):
+    """Partners: another example, a bijection per view, different across views. Coefficients: folded
+    Beta(p, p), the distribution of online mixup's coefficient (two-sample KS test against it)."""
+    import keras
+    from scipy import stats
+
+    from funmatch.distill import targets
+    from funmatch.distill.mixup import symmetric_beta
+
+    _, card = store
+    n = card["data"]["num_examples"]
+    for view in range(3):
+        partners = [targets.partner_and_coefficient(card, i, view)[0] for i in range(n)]
+        assert sorted(partners) == list(range(n)) and all(j != i for i, j in enumerate(partners))
+    assert len(set(card["partner_shifts"])) == 3
+    import tensorflow as tf
+
+    for p in (1.0, 0.4):
+        rngs = tf.random.experimental.stateless_split(tf.constant([1, 2], tf.int64), 1500)
+        stored = np.array([float(targets.folded_beta(p, rng)) for rng in rngs])
+        online = np.asarray(keras.ops.convert_to_numpy(symmetric_beta(p, keras.random.SeedGenerator(3), (1500,))))
+        online = np.maximum(online, 1 - online)
+        assert stored.min() >= 0.5 and stored.max() <= 1.0
+        assert stats.ks_2samp(stored, online).pvalue > 1e-3, p
+        folded_cdf = lambda x, p=p: 2 * stats.beta.cdf(x, p, p) - 1  # noqa: E731
+        assert stats.kstest(stored, folded_cdf).pvalue > 1e-3, p
+    # p = 0 (consistent): no mixup.
+    assert float(targets.folded_beta(0.0, rngs[0])) == 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The stream: a new view each pass, exact resume
+
+
+def test_each_pass_takes_a_new_view_and_every_example_once(store, data):
+    from funmatch.distill import targets
+
+    store_dir, _ = store
+    batches = _stream(store_dir, data, 6 * 7, resolution=32, seed=2, batch_size=8)  # 7 passes over 48 examples
+    views = [int(b["view"][0]) for b in batches[::6]]
+    for batch_group in range(7):
+        group = batches[6 * batch_group: 6 * batch_group + 6]
+        assert sorted(np.concatenate([b["index"] for b in group]).tolist()) == list(range(48))
+        assert {int(v) for b in group for v in b["view"]} == {views[batch_group]}
+    assert sorted(views[:3]) == [0, 1, 2] and sorted(views[3:6]) == [0, 1, 2]  # a permutation per cycle
+    assert batches[0]["image"].shape == (8, 32, 32, 3) and batches[0]["teacher_logits"].shape == (8, 4)
+    assert [int(targets.view_of_epoch(2, 3, e)) for e in range(7)] == views
+
+
+def test_stream_resumes_exactly_at_any_step(store, data):
+    store_dir, _ = store
+    straight = _stream(store_dir, data, 10, resolution=32, seed=4, batch_size=8)
+    resumed = _stream(store_dir, data, 3, resolution=32, seed=4, batch_size=8, start_step=7)
+    for a, b in zip(straight[7:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_processes_split_the_examples(store, data):
+    store_dir, _ = store
+    shares = [_stream(store_dir, data, 3, resolution=32, batch_size=8, process_index=p, process_count=2)
+              for p in range(2)]
+    indices = [np.concatenate([b["index"] for b in share]) for share in shares]
+    assert sorted(np.concatenate(indices).tolist()) == list(range(48))
+    assert all(np.all(i % 2 == p) for p, i in enumerate(indices))
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation: resumable, split over processes; the card
+
+
+def test_generation_is_split_over_processes_and_resumes(data, teacher, tmp_path):
+    from funmatch.distill import targets
+
+    out = tmp_path / "store"
+    first = targets.generate(teacher, data, out, views=2, batch_size=16, process_index=0, process_count=2,
+                             progress=False)
+    assert not first["complete"] and not json.loads((out / "targets.json").read_text())["complete"]
+    written = sorted(out.glob("view-*/*.npy"))
+    assert len(written) == 3  # units 0, 2, 4 of 2 views × 3 record files
+    stamps = {p: p.stat().st_mtime_ns for p in written}
+    (out / "view-00001" / ".train-00001.npy.junk.tmp").write_bytes(b"half")  # a killed write
+    card = targets.generate(teacher, data, out, views=2, batch_size=16, progress=False)
+    assert card["complete"] and len(list(out.glob("view-*/*.npy"))) == 6
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # done units are not recomputed
+    assert card["generation_seconds"] > 0 and card["processes"] == 1
+    # The same store from one straight run is identical.
+    straight = targets.generate(teacher, data, tmp_path / "straight", views=2, batch_size=16, progress=False)
+    for view in range(2):
+        np.testing.assert_array_equal(targets.read_targets(out, card, view),
+                                      targets.read_targets(tmp_path / "straight", straight, view))
+    with pytest.raises(FunmatchError, match=r"other settings \(views"):
+        targets.generate(teacher, data, out, views=3, batch_size=16, progress=False)
+
+
+def test_card_records_what_makes_the_targets(store, data, teacher):
+    from funmatch.distill import targets
+
+    _, card = store
+    assert card["teacher"]["sha256"] == targets.file_sha256(teacher)
+    assert card["data"]["card_sha256"] == targets.dataset_card_sha256(data)
+    assert card["view_spec"] == "decode_jpeg_and_inception_crop({resolution})|flip_lr|value_range(-1, 1)"
+    assert (card["seed"], card["views"], card["num_classes"], card["teacher"]["resolution"]) == (5, 3, 4, 64)
+    assert card["data"]["file_sizes"] == [16, 16, 16] and card["mixup_p"] == 1.0
+
+
+def test_a_store_that_does_not_fit_the_run_is_refused(store, data, teacher, tmp_path):
+    from funmatch.distill import targets
+
+    store_dir, card = store
+    fits = dict(teacher_path=teacher, data_dir=data, num_classes=4, mode="function_matching",
+                view_template=targets.view_spec(), teacher_resolution=64, mixup_p=1.0, split="train",
+                targets_dir=store_dir)
+    targets.check_card(card, **fits)  # the run it was made for
+    other_teacher = _teacher(tmp_path / "other.keras", seed=1)
+    other_data = tmp_path / "other_data"
+    shutil.copytree(data, other_data)
+    data_card = json.loads((other_data / "dataset.json").read_text())
+    data_card["name"] = "another"
+    (other_data / "dataset.json").write_text(json.dumps(data_card))
+    cases = [
+        (dict(teacher_path=other_teacher), "computed with another teacher"),
+        (dict(data_dir=other_data), "computed on other data"),
+        (dict(num_classes=5), "4 classes, the run has 5"),
+        (dict(view_template=targets.view_spec(30)), "pp spec"),
+        (dict(teacher_resolution=128), "teacher resolution 64, the run's is 128"),
+        (dict(mixup_p=0.5), "mixup p 1, the run's is 0.5"),
+        (dict(mode="consistent"), "stored for mode 'function_matching'"),
+        (dict(split="validation"), "computed on split 'train'"),
+    ]
+    for change, message in cases:
+        with pytest.raises(FunmatchError) as info:
+            targets.check_card(card, **{**fits, **change})
+        assert message in str(info.value), (change, str(info.value))
+    with pytest.raises(FunmatchError) as info:  # one line per mismatch
+        targets.check_card(card, **{**fits, "teacher_path": other_teacher, "data_dir": other_data})
+    assert len(str(info.value).splitlines()) == 3
+    with pytest.raises(FunmatchError, match="not complete"):
+        targets.check_card({**card, "complete": False}, **fits)
