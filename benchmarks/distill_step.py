@@ -12,7 +12,7 @@ model registry and times, on the same Keras model objects, the same math:
 * funmatch: `funmatch.distill.Distiller` (function_matching mode: mixup on device, T²·KL loss,
   agreement metrics) compiled with `funmatch.optim.make_optimizer("adam", ...)` (clip 1.0 → Adam →
   schedule-scaled decoupled weight decay on kernels) and trained with `fit()`, with the compile
-  settings `funmatch.train.distill` uses (defaults: `jit_compile="auto"`, `steps_per_execution=1`).
+  settings `funmatch.training.distill.distill` uses (defaults: `jit_compile="auto"`, `steps_per_execution=1`).
 * hand-written: the same teacher/student and the same optimizer object. JAX: one `jax.jit` step
   (student state and optimizer state donated) calling `stateless_call` and
   `optimizer.stateless_apply`; TensorFlow: `tf.function(jit_compile=...)` with a `GradientTape`
@@ -157,7 +157,7 @@ def _xla_friendly_distiller_class():
 
 
 def _build(args):
-    """(teacher, student, distiller, optimizer), as `funmatch.train.distill` builds them."""
+    """(teacher, student, distiller, optimizer), as `funmatch.training.distill.distill` builds them."""
     import keras
 
     from funmatch import models

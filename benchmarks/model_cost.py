@@ -42,7 +42,7 @@ def main() -> None:
     import keras
 
     from funmatch import models
-    from funmatch.evaluate import device_name, evaluate_models, model_cost
+    from funmatch.evaluation import device_name, evaluate_models, model_cost
 
     print(f"backend {keras.backend.backend()} on {device_name()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")

@@ -120,8 +120,8 @@ import keras
 
 from funmatch.data import train_dataset
 from funmatch.distill import mixup
-from funmatch.report import save_augmentation_grid
-from funmatch.train import train_pp
+from funmatch.reporting import save_augmentation_grid
+from funmatch.training.distill import train_pp
 
 batch = next(iter(train_dataset(DATA_DIR, config.train_split, train_pp(config, config.mode), 8, seed=config.seed)))
 batch = {key: value.numpy() for key, value in batch.items()}
@@ -137,7 +137,7 @@ display(Image(filename=str(grid)))
 # labels (`funmatch teacher`). Training resumes from the workdir when the notebook is re-run.
 
 # %%
-from funmatch.distill.teacher import train_teacher
+from funmatch.training.labels import train_teacher
 
 if not TEACHER:
     teacher_metrics = train_teacher(config, DATA_DIR, WORKDIR / "teacher", progress=not SMOKE)
@@ -148,11 +148,11 @@ print("teacher:", TEACHER)
 # %% [markdown]
 # ## 4. Distillation by function matching
 #
-# `funmatch.train.distill` is the whole training entry: it resumes from the workdir, trains the student on the
+# `funmatch.training.distill.distill` is the whole training entry: it resumes from the workdir, trains the student on the
 # teacher's outputs only (T²·KL, no labels), evaluates periodically and writes `student.keras` and metrics.
 
 # %%
-from funmatch.train import distill
+from funmatch.training.distill import distill
 
 final = distill(config, DATA_DIR, TEACHER, WORKDIR / "student", progress=not SMOKE)
 split = config.test_split
@@ -171,8 +171,8 @@ display(Markdown(
 # %%
 import json
 
-from funmatch.evaluate import evaluate_models, format_summary
-from funmatch.report import write_report
+from funmatch.evaluation import evaluate_models, format_summary
+from funmatch.reporting import write_report
 
 evaluation = evaluate_models(WORKDIR / "student" / "student.keras", TEACHER, data_dir=DATA_DIR, split=split,
                              config=config, latency=not SMOKE)

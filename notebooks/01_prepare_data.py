@@ -130,7 +130,7 @@ plt.show()
 # %% [markdown]
 # ## The recipe's training inputs
 #
-# The train pp spec of the recipe (`funmatch.train.train_pp`): one inception crop and flip shared by teacher
+# The train pp spec of the recipe (`funmatch.training.distill.train_pp`): one inception crop and flip shared by teacher
 # and student, values in [-1, 1]; then mixup on the batch (one coefficient, each image mixed with its
 # neighbour). The eval pp resizes the shorter side and takes the central crop.
 
@@ -139,8 +139,8 @@ import keras
 
 from funmatch.data import eval_dataset, train_dataset
 from funmatch.distill import mixup
-from funmatch.report import save_augmentation_grid
-from funmatch.train import eval_pp, train_pp
+from funmatch.reporting import save_augmentation_grid
+from funmatch.training.distill import eval_pp, train_pp
 
 print("train pp:", train_pp(config, config.mode))
 print("eval pp: ", eval_pp(config, config.student_resolution))

@@ -3,7 +3,7 @@
 #
 # Function matching distills a *good* teacher: in the paper, BiT-M-R152x2 pretrained on ImageNet-21k and
 # fine-tuned on the target dataset. This notebook fine-tunes (or trains from scratch) the recipe's teacher
-# with `funmatch.distill.teacher.train_teacher` (the `funmatch teacher` command) and shows how good it is.
+# with `funmatch.training.labels.train_teacher` (the `funmatch teacher` command) and shows how good it is.
 
 # %% [markdown]
 # ## Setup
@@ -95,7 +95,7 @@ print(f"teacher {config.teacher} at {config.teacher_resolution} px, "
 
 # %%
 from funmatch import models
-from funmatch.distill.teacher import train_teacher
+from funmatch.training.labels import train_teacher
 
 init = models.resolve_checkpoint(TEACHER_INIT) if TEACHER_INIT else None
 metrics = train_teacher(config, DATA_DIR, WORKDIR, init=init, progress=not SMOKE)
@@ -141,7 +141,7 @@ plt.show()
 # cannot learn from it either.
 
 # %%
-from funmatch.evaluate import evaluate_models
+from funmatch.evaluation import evaluate_models
 
 evaluation = evaluate_models(TEACHER, data_dir=DATA_DIR, split=config.test_split, config=config, latency=False)
 rows = evaluation["per_class"]

@@ -73,7 +73,7 @@ MODES = ["function_matching"]  # add "consistent", "independent", "fixed_teacher
 import importlib.resources
 
 from funmatch.data.prepare import prepare
-from funmatch.distill.teacher import train_teacher
+from funmatch.training.labels import train_teacher
 
 if SMOKE:
     RECIPE = "eurosat:smoke=true,teacher=tiny_cnn_w8"
@@ -104,8 +104,8 @@ from IPython.display import Image, Markdown, display
 
 from funmatch.data import train_dataset
 from funmatch.distill import mixup
-from funmatch.report import save_augmentation_grid
-from funmatch.train import train_pp
+from funmatch.reporting import save_augmentation_grid
+from funmatch.training.distill import train_pp
 
 WORKDIR.mkdir(parents=True, exist_ok=True)
 for mode in ("function_matching", "independent"):
@@ -121,12 +121,12 @@ for mode in ("function_matching", "independent"):
 # %% [markdown]
 # ## Distill
 #
-# `funmatch.train.distill` (the `funmatch distill` command) per mode: loss T²·KL(teacher ‖ student) with no
+# `funmatch.training.distill.distill` (the `funmatch distill` command) per mode: loss T²·KL(teacher ‖ student) with no
 # labels, Adam with decoupled weight decay, warmup then cosine, checkpoints in the workdir (a re-run resumes
 # after an interruption), periodic evaluation, `student.keras` and `metrics.json` at the end.
 
 # %%
-from funmatch.train import distill
+from funmatch.training.distill import distill
 
 results = {}
 for mode in MODES:
@@ -140,12 +140,12 @@ display(Markdown(
 # %% [markdown]
 # ## Report
 #
-# `funmatch.report.write_report` (the `funmatch report` command): per run the training curves (loss; student
+# `funmatch.reporting.write_report` (the `funmatch report` command): per run the training curves (loss; student
 # accuracy and agreement with the teacher against steps and epochs) and the augmented inputs the run trained
 # on; with several modes, a comparison against epochs (patience and consistency, as in the paper's figures).
 
 # %%
-from funmatch.report import write_report
+from funmatch.reporting import write_report
 
 page = write_report([WORKDIR / mode for mode in MODES], WORKDIR / "report")
 print("report:", page)

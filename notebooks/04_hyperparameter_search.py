@@ -2,7 +2,7 @@
 # # funmatch 04 — Hyperparameter search
 #
 # The paper swept learning rate, weight decay, temperature, mixup strength and schedule length per dataset.
-# This notebook runs such a search with keras-tuner through `funmatch.tune.tune`: every trial is a real
+# This notebook runs such a search with keras-tuner through `funmatch.tuning.search.tune`: every trial is a real
 # distillation run in its own folder, and only the best trials keep their models.
 
 # %% [markdown]
@@ -78,7 +78,7 @@ KEEP_BEST = 3  # trials whose models are kept (the others keep metrics only)
 import importlib.resources
 
 from funmatch.data.prepare import prepare
-from funmatch.distill.teacher import train_teacher
+from funmatch.training.labels import train_teacher
 
 if SMOKE:
     RECIPE = "eurosat:smoke=true,teacher=tiny_cnn_w8"
@@ -93,12 +93,12 @@ if SMOKE:
 # %% [markdown]
 # ## Search
 #
-# `funmatch.tune.tune` (the `funmatch tune` command) runs keras-tuner over real, resumable distillation runs.
+# `funmatch.tuning.search.tune` (the `funmatch tune` command) runs keras-tuner over real, resumable distillation runs.
 # To spread trials over machines, run one chief (`role="chief"`) and any number of workers (`role="worker"`,
 # `chief="HOST:PORT"`) on the same search folder; see `funmatch tune --help`.
 
 # %%
-from funmatch.tune import tune
+from funmatch.tuning.search import tune
 
 result = tune(RECIPE, DATA_DIR, SEARCH_DIR, teacher_path=TEACHER, search=SEARCH, max_trials=MAX_TRIALS,
               objective=OBJECTIVE, space=SPACE or None, axes=AXES or None, keep_best=KEEP_BEST, verbose=not SMOKE)

@@ -77,8 +77,8 @@ FORMATS = ["keras", "savedmodel", "tflite"]  # also "onnx" with `pip install tf2
 import importlib.resources
 
 from funmatch.data.prepare import prepare
-from funmatch.distill.teacher import train_teacher
-from funmatch.train import distill
+from funmatch.training.labels import train_teacher
+from funmatch.training.distill import distill
 
 if SMOKE:
     RECIPE = "eurosat:smoke=true,teacher=tiny_cnn_w8"
@@ -96,14 +96,14 @@ DATA_DIR, STUDENT, EXPORT_DIR = pathlib.Path(DATA_DIR), pathlib.Path(STUDENT), p
 # %% [markdown]
 # ## Evaluate
 #
-# `funmatch.evaluate.evaluate_models` (the `funmatch evaluate` command): every example of the split counted
+# `funmatch.evaluation.evaluate_models` (the `funmatch evaluate` command): every example of the split counted
 # once; accuracy and calibration of both models, how often the student agrees with the teacher, the mean KL,
 # per-class gaps and the cost of each model (parameters, FLOPs, file size, latency).
 
 # %%
 import json
 
-from funmatch.evaluate import evaluate_models, format_summary
+from funmatch.evaluation import evaluate_models, format_summary
 
 evaluation = evaluate_models(STUDENT, TEACHER, data_dir=DATA_DIR, split=SPLIT, config=RECIPE, latency=LATENCY,
                              latency_repeats=LATENCY_REPEATS)
@@ -117,7 +117,7 @@ print(format_summary(evaluation, worst_classes=10))
 # %%
 from IPython.display import Image, Markdown, display
 
-from funmatch.report import class_gaps, plot_class_gaps
+from funmatch.reporting import class_gaps, plot_class_gaps
 
 gaps = class_gaps(evaluation)
 picture = plot_class_gaps(gaps, STUDENT.parent / "class_gaps.png", title="Student − teacher accuracy per class")

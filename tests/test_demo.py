@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from funmatch import demo
+from funmatch.commands import demo
 
 
 def test_shipped_assets_are_present_and_documented():

@@ -1,4 +1,4 @@
-"""Tests of `funmatch.evaluate`: metrics against hand-computed values, and `evaluate_models` end to end.
+"""Tests of `funmatch.evaluation`: metrics against hand-computed values, and `evaluate_models` end to end.
 
 The end-to-end fixture is a prepared dataset of 8 uniformly coloured 16 x 16 images, one per colour
 code k = 4·[red] + 2·[green] + [blue] (each channel 0 or 255), in 3 classes. The models map an
@@ -139,7 +139,7 @@ def colour_models(tmp_path_factory):
 
 
 def test_ece_matches_hand_computed_case():
-    from funmatch.evaluate import expected_calibration_error
+    from funmatch.evaluation import expected_calibration_error
 
     labels = np.array([label for label, _, _ in CASES.values()])
     assert expected_calibration_error(logit_table(1), labels) == pytest.approx(TEACHER_ECE, abs=1e-6)
@@ -147,7 +147,7 @@ def test_ece_matches_hand_computed_case():
 
 
 def test_ece_bins_are_right_closed_and_perfect_calibration_is_zero():
-    from funmatch.evaluate import expected_calibration_error
+    from funmatch.evaluation import expected_calibration_error
 
     # Confidence 0.6 = 9/15 sits on a bin edge: it belongs to bin (8/15, 9/15]. Two examples at 0.6,
     # one of them correct, and two at 1/3 (uniform logits; arg-max 0), one of them correct.
@@ -163,7 +163,7 @@ def test_ece_bins_are_right_closed_and_perfect_calibration_is_zero():
 
 
 def test_ece_is_invariant_to_shifting_logits_and_stable_for_large_ones():
-    from funmatch.evaluate import expected_calibration_error
+    from funmatch.evaluation import expected_calibration_error
 
     labels = np.array([label for label, _, _ in CASES.values()])
     shifted = logit_table(1) + 1000.0
@@ -171,7 +171,7 @@ def test_ece_is_invariant_to_shifting_logits_and_stable_for_large_ones():
 
 
 def test_topk_accuracy_with_six_classes():
-    from funmatch.evaluate import topk_accuracy
+    from funmatch.evaluation import topk_accuracy
 
     logits = np.array([[6, 5, 4, 3, 2, 1], [1, 2, 3, 4, 5, 6], [0.1, 9, 0.2, 0.3, 0.4, 0.5]], np.float32)
     # Row 0: label 5 is the smallest logit (not in the top 5); rows 1 and 2: the label is the arg-max.
@@ -185,7 +185,7 @@ def test_topk_accuracy_with_six_classes():
 
 
 def test_per_class_accuracy_and_table_sorted_worst_first():
-    from funmatch.evaluate import per_class_accuracy, per_class_table
+    from funmatch.evaluation import per_class_accuracy, per_class_table
 
     labels = np.array([label for label, _, _ in CASES.values()])
     student, counts = per_class_accuracy(logit_table(2), labels, 4)  # class 3 has no examples
@@ -205,7 +205,7 @@ def test_per_class_accuracy_and_table_sorted_worst_first():
 
 
 def test_time_calls_takes_median_inputs_after_warmup_and_respects_the_cap():
-    from funmatch.evaluate import time_calls
+    from funmatch.evaluation import time_calls
 
     calls = []
     ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0, 6.0, 106.0, 106.0, 107.0])
@@ -216,7 +216,7 @@ def test_time_calls_takes_median_inputs_after_warmup_and_respects_the_cap():
 
 
 def test_eval_pp_scales_resize_small():
-    from funmatch.evaluate import eval_pp
+    from funmatch.evaluation import eval_pp
 
     assert eval_pp(128).startswith("decode|resize_small(160)|central_crop(128)|value_range(-1, 1)")
     assert "resize_small(64)|central_crop(64)" in eval_pp(64, 1.0)
@@ -231,7 +231,7 @@ def test_eval_pp_scales_resize_small():
 
 @pytest.mark.both_backends
 def test_evaluate_models_matches_hand_computed_values(colour_dataset, colour_models):
-    from funmatch.evaluate import evaluate_models, format_summary
+    from funmatch.evaluation import evaluate_models, format_summary
 
     student_path, teacher = colour_models
     # batch 3 over 8 examples: the last batch is padded; each model at its own resolution.
@@ -279,7 +279,7 @@ def test_evaluate_models_matches_hand_computed_values(colour_dataset, colour_mod
 
 @pytest.mark.both_backends
 def test_evaluate_student_alone_and_every_batch_size_counts_each_example_once(colour_dataset, colour_models):
-    from funmatch.evaluate import evaluate_models
+    from funmatch.evaluation import evaluate_models
 
     student_path, _ = colour_models
     for batch_size in (1, 5, 8, 64):
@@ -318,7 +318,7 @@ def test_evaluate_errors_name_the_flag(colour_dataset, colour_models, tmp_path, 
     import keras
 
     from funmatch.cli import main
-    from funmatch.evaluate import evaluate_models
+    from funmatch.evaluation import evaluate_models
     from funmatch.models import Classifier
 
     student_path, _ = colour_models

@@ -78,7 +78,7 @@ def test_onnx_round_trip_or_clear_error(tiny_model_path, tmp_path, backend):
 
 
 def test_unavailable_formats_name_the_backend_or_packages(monkeypatch):
-    from funmatch import export
+    from funmatch.export import formats as export
 
     with pytest.raises(FunmatchError, match="KERAS_BACKEND=tensorflow"):
         export.check_format_supported("tflite", "torch")
@@ -114,7 +114,7 @@ def test_bad_format_and_paths(tiny_model_path, tmp_path):
 
 @pytest.mark.both_backends
 def test_mismatch_over_tolerance_fails(tiny_model_path, tmp_path, monkeypatch):
-    from funmatch import export
+    from funmatch.export import formats as export
 
     real_reader = export.READERS["keras"]
 

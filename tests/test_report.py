@@ -18,7 +18,7 @@ from PIL import Image
 
 from funmatch import cli
 from funmatch.errors import FunmatchError
-from funmatch.report import (
+from funmatch.reporting import (
     PNG_SIGNATURE,
     class_gap_table,
     class_gaps,
@@ -63,7 +63,7 @@ def latency(batch_size, median_ms):
             "throughput_images_per_sec": batch_size / median_ms * 1e3}
 
 
-# The layout of `funmatch evaluate --json` (schema funmatch.evaluate/1, see src/funmatch/evaluate.py).
+# The layout of `funmatch evaluate --json` (schema funmatch.evaluate/1, see src/funmatch/evaluation/evaluate.py).
 EVALUATION = {
     "schema": "funmatch.evaluate/1",
     "backend": "jax",

@@ -5,35 +5,48 @@ Each subcommand lives in its own module, which provides
     add_arguments(parser: argparse.ArgumentParser) -> None
     main(args: argparse.Namespace) -> int | None
 
-Only the module of the chosen subcommand is imported, so `funmatch --help` does not pay for
-TensorFlow or JAX. A `FunmatchError` raised anywhere below is printed as one line (no traceback)
+The modules are `funmatch.commands.<name>`. Only the module of the chosen subcommand is imported, and a
+command imports its library inside `main`, so `funmatch --help` and `funmatch COMMAND --help` do not pay
+for TensorFlow or JAX. A `FunmatchError` raised anywhere below is printed as one line (no traceback)
 and the process exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import sys
+import tempfile
 
 # TensorFlow's C++ start-up notes (oneDNN, CPU features) are noise on a command line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Some are written through absl before its logging is set up, where TF_CPP_MIN_LOG_LEVEL does not reach
+# (once per TensorFlow shared library: twice); `_quiet_tensorflow_import` drops exactly those lines.
+STARTUP_NOTICES = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized",
+    "To enable the following instructions",
+)
 
 from funmatch import __version__
 from funmatch.errors import FunmatchError
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("funmatch.data.prepare", "convert a dataset (tfds, ImageFolder, TFRecords) into TFRecord shards + dataset card"),
-    "models": ("funmatch.models.cli", "list the model registry; convert official BiT checkpoints to .keras"),
-    "teacher": ("funmatch.distill.teacher", "train (from scratch) or fine-tune (BiT-HyperRule) a teacher with labels"),
-    "distill": ("funmatch.train", "distill a frozen teacher into a student (function matching and the paper's other modes)"),
-    "evaluate": ("funmatch.evaluate", "accuracy, agreement, KL, per-class gaps, calibration and cost of a student (and its teacher)"),
-    "export": ("funmatch.export", "export a .keras model to keras / savedmodel / tflite / onnx and verify the outputs"),
-    "tune": ("funmatch.tune", "hyperparameter search with keras-tuner (one process or chief/workers; resumable; best-K models kept)"),
-    "report": ("funmatch.report", "HTML + markdown report with plots from distillation workdir(s); several workdirs are compared"),
-    "demo": ("funmatch.demo", "the whole pipeline on the embedded EuroSAT cut: distill vs. labels, evaluate, report"),
+    "prepare": ("funmatch.commands.prepare", "convert a dataset (tfds, ImageFolder, TFRecords) into TFRecord shards + dataset card"),
+    "models": ("funmatch.commands.models", "list the model registry; convert official BiT checkpoints to .keras"),
+    "teacher": ("funmatch.commands.teacher", "train (from scratch) or fine-tune (BiT-HyperRule) a teacher with labels"),
+    "distill": ("funmatch.commands.distill", "distill a frozen teacher into a student (function matching and the paper's other modes)"),
+    "evaluate": ("funmatch.commands.evaluate", "accuracy, agreement, KL, per-class gaps, calibration and cost of a student (and its teacher)"),
+    "export": ("funmatch.commands.export", "export a .keras model to keras / savedmodel / tflite / onnx and verify the outputs"),
+    "tune": ("funmatch.commands.tune", "hyperparameter search with keras-tuner (one process or chief/workers; resumable; best-K models kept)"),
+    "report": ("funmatch.commands.report", "HTML + markdown report with plots from distillation workdir(s); several workdirs are compared"),
+    "demo": ("funmatch.commands.demo", "the whole pipeline on the embedded EuroSAT cut: distill vs. labels, evaluate, report"),
 }
 
 
@@ -60,11 +73,57 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _stderr_without(notices: tuple[str, ...]):
+    """Captures file descriptor 2 (C++ writes there too) and writes back every line but `notices`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not any(notice in line for notice in notices))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports `tensorflow`, whenever a command first does, with its start-up notices left out."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quiet_exec_module(module):
+                with _stderr_without(STARTUP_NOTICES):
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+def _quiet_tensorflow_import() -> None:
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    _quiet_tensorflow_import()
     try:
         result = args._main(args)
     except FunmatchError as e:

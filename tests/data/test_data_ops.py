@@ -131,7 +131,7 @@ def test_rot90_with_flips_samples_all_eight_symmetries_of_the_square():
 
 
 def test_supervised_pp_appends_the_recipe_augmentations():
-    from funmatch.distill.teacher import supervised_pp
+    from funmatch.training.labels import supervised_pp
 
     assert "|flip_lr|value_range" in supervised_pp(32)
     spec = supervised_pp(32, 50, "flip_ud|rot90")

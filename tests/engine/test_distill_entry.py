@@ -31,7 +31,7 @@ def _sha(path):
 
 @pytest.mark.both_backends
 def test_one_run_of_the_real_entry(engine_data, engine_teacher, tmp_path):
-    from funmatch.train import distill
+    from funmatch.training.distill import distill
 
     teacher_hash = _sha(engine_teacher)
     workdir = tmp_path / "run"
@@ -58,7 +58,7 @@ def test_one_run_of_the_real_entry(engine_data, engine_teacher, tmp_path):
 
 @pytest.mark.parametrize("mode", ["consistent", "independent", "fixed_teacher"])
 def test_other_modes_run(engine_data, engine_teacher, tmp_path, mode):
-    from funmatch.train import distill
+    from funmatch.training.distill import distill
 
     workdir = tmp_path / mode
     metrics = distill(SMOKE, engine_data, engine_teacher, workdir, mode=mode, progress=False)
@@ -71,7 +71,7 @@ def test_other_modes_run(engine_data, engine_teacher, tmp_path, mode):
         from funmatch import models
         from funmatch.configs import get_config
         from funmatch.data import pipeline
-        from funmatch.train import eval_pp
+        from funmatch.training.distill import eval_pp
 
         teacher = models.load(engine_teacher)
         batch = next(pipeline.eval_dataset(engine_data, "train", eval_pp(get_config(SMOKE), 64), 8).as_numpy_iterator())
@@ -85,7 +85,7 @@ def test_other_modes_run(engine_data, engine_teacher, tmp_path, mode):
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(engine_data, engine_teacher, tmp_path):
     """N steps straight == k steps, SIGKILL, resume to N (same weights)."""
-    from funmatch.train import distill
+    from funmatch.training.distill import distill
 
     config = SMOKE + ",total_steps=24,checkpoint_every=4,eval_every=1000"
     straight = tmp_path / "straight"
@@ -116,7 +116,7 @@ def test_resume_after_sigkill_continues_exactly(engine_data, engine_teacher, tmp
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(engine_data, tmp_path):
-    from funmatch.train import distill
+    from funmatch.training.distill import distill
 
     poisoned = make_teacher(tmp_path / "nan_teacher.keras", poison=True)
     workdir = tmp_path / "nan"
@@ -128,7 +128,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(engine_data, tmp_pat
 
 def test_bad_inputs_fail_before_compute_and_leave_no_workdir(engine_data, engine_teacher, tmp_path, monkeypatch):
     from funmatch import runtime
-    from funmatch.train import distill
+    from funmatch.training.distill import distill
 
     workdir = tmp_path / "never"
     wrong_classes = make_teacher(tmp_path / "five.keras", num_classes=5)
@@ -157,7 +157,7 @@ def test_bad_inputs_fail_before_compute_and_leave_no_workdir(engine_data, engine
 
 
 def test_resume_with_other_settings_is_refused(engine_data, engine_teacher, tmp_path):
-    from funmatch.train import distill
+    from funmatch.training.distill import distill
 
     workdir = tmp_path / "run"
     distill(SMOKE, engine_data, engine_teacher, workdir, progress=False)
@@ -183,7 +183,7 @@ def test_crop_area_min_sets_the_smallest_crop_of_every_view(mode):
 
     from funmatch.configs import get_config
     from funmatch.data import ops
-    from funmatch.train import train_pp
+    from funmatch.training.distill import train_pp
 
     paper = train_pp(get_config("eurosat"), mode)
     assert "area_min" not in paper  # the paper's 5 % is the op's default

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from funmatch.errors import FunmatchError
-from funmatch.training import Checkpointer, atomic_write_text, prepare_workdir
+from funmatch.training.checkpoints import Checkpointer, atomic_write_text, prepare_workdir
 
 
 class FakeVariable:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from funmatch.errors import FunmatchError
-from funmatch.tune import tune
+from funmatch.tuning.search import tune
 from funmatch.tuning import load_trials, summarize
 
 CONFIG = "eurosat:smoke=true"

@@ -2,6 +2,9 @@
 
 `RECIPE[:key=value,...]` names a recipe (below) and overrides its fields; `smoke=true` shrinks a recipe
 to a few tiny steps for tests. Unknown recipes and keys are errors.
+
+The bottom of the house with `errors` and `runtime`: imports nothing of funmatch but `errors`, and no
+Keras or TensorFlow, so commands check `--config` before the heavy imports.
 """
 
 from __future__ import annotations

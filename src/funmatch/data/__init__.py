@@ -1,23 +1,31 @@
-"""Data: pp ops, train/eval pipelines, the TFRecord format; `funmatch.data.prepare.prepare` writes it.
+"""Data: sources and `prepare` (any source -> TFRecord shards + dataset card), the record format
+(`tfrecords`), the pp ops registry (`ops`) and the train/eval pipelines (`pipeline`).
 
-`prepare` (sources -> TFRecord shards + dataset card) is not re-exported here: the name is its module's,
-which the CLI imports as `funmatch.data.prepare`.
-
-Importing this subpackage imports TensorFlow (tf.data); the CLI imports it only for `prepare`.
+Imports only `errors` and its own modules; nothing above it. The names below are loaded on first
+use, so `funmatch.data.prepare` and `funmatch.data.sources` can be imported without TensorFlow.
 """
 
-from funmatch.data.ops import get_preprocess_fn, register, registered_ops
-from funmatch.data.pipeline import MASK_KEY, eval_dataset, num_examples, train_dataset
-from funmatch.data.tfrecords import load_card, read_records
+from __future__ import annotations
 
-__all__ = [
-    "MASK_KEY",
-    "eval_dataset",
-    "get_preprocess_fn",
-    "load_card",
-    "num_examples",
-    "read_records",
-    "register",
-    "registered_ops",
-    "train_dataset",
-]
+import importlib
+
+_EXPORTS = {
+    "get_preprocess_fn": "ops",
+    "register": "ops",
+    "registered_ops": "ops",
+    "MASK_KEY": "pipeline",
+    "eval_dataset": "pipeline",
+    "num_examples": "pipeline",
+    "train_dataset": "pipeline",
+    "load_card": "tfrecords",
+    "read_records": "tfrecords",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"funmatch.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'funmatch.data' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

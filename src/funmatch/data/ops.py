@@ -20,6 +20,9 @@ times that (family, key) pair already occurred in the spec. Hence:
   the same pixels up to libjpeg's chroma upsampling at the crop border (a level or two), faster.
 
 Without `RNG_KEY` in the dict (eager calls outside the pipeline) the seed `DEFAULT_RNG` is used.
+
+One file over 400 lines on purpose: the registry is a list of small ops that share the seeding rules
+above; a reader looks up any op of a spec string here.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ interrupted or failed run never leaves a DIR that looks complete.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import io
 import itertools
@@ -30,7 +29,6 @@ import numpy as np
 
 from funmatch import __version__
 from funmatch.data import sources as sources_lib
-from funmatch.data.tfrecords import SplitWriter, write_card
 from funmatch.errors import FunmatchError
 
 DEFAULT_EXAMPLES_PER_SHARD = 1024
@@ -214,6 +212,8 @@ def prepare(
             "funmatch_version": __version__,
             "skipped": skipped,
         }
+        from funmatch.data.tfrecords import write_card
+
         write_card(temporary, card)
         # Swap into place: the old DIR (if --overwrite) is removed only after the new one is complete.
         previous = None
@@ -242,6 +242,8 @@ def _write_split(directory, split, source_split, pool, *, shorter_side, jpeg_qua
                  progress):
     """Encodes and writes one split in source order; returns (split card, bad files, max label)."""
     from tqdm.auto import tqdm
+
+    from funmatch.data.tfrecords import SplitWriter  # TensorFlow, imported when a split is written
 
     writer = SplitWriter(directory, split, examples_per_shard)
     counts: dict[int, int] = {}
@@ -278,53 +280,4 @@ def _write_split(directory, split, source_split, pool, *, shorter_side, jpeg_qua
     return card, bad, max_label
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `funmatch prepare`."""
-    parser.add_argument("source", metavar="SOURCE",
-                        help="tfds:NAME[:OUT=SPLIT,...] (e.g. tfds:oxford_iiit_pet), folder:PATH (ImageFolder "
-                             "PATH/<split>/<class>/* or flat PATH/<class>/*), or tfrecord:GLOB")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (TFRecord shards + dataset.json)")
-    parser.add_argument("--splits", default=None, help="comma-separated output splits to write (default: all)")
-    parser.add_argument("--shorter-side", type=int, default=None, metavar="N",
-                        help="downscale (antialiased, never upscale) so the shorter side is N px")
-    parser.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
-    parser.add_argument("--examples-per-shard", type=int, default=DEFAULT_EXAMPLES_PER_SHARD,
-                        help=f"records per TFRecord shard (default {DEFAULT_EXAMPLES_PER_SHARD})")
-    parser.add_argument("--workers", type=int, default=None, help="decode/resize/encode threads (default: CPUs, max 8)")
-    parser.add_argument("--val-fraction", type=float, default=0.0,
-                        help="folder source without a validation split: carve this fraction per class from train")
-    parser.add_argument("--test-fraction", type=float, default=0.0,
-                        help="folder source without a test split: carve this fraction per class from train")
-    parser.add_argument("--skip-bad", action="store_true", help="skip undecodable files (recorded in the card)")
-    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
-    parser.add_argument("--name", default=None, help="dataset name in the card (default: from the source)")
-    parser.add_argument("--tfds-data-dir", default=None, help="tfds data folder (default: tfds' own)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Runs `funmatch prepare`; prints a one-line summary per split."""
-    card = prepare(
-        args.source,
-        args.out,
-        splits=[s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None,
-        shorter_side=args.shorter_side,
-        jpeg_quality=args.jpeg_quality,
-        examples_per_shard=args.examples_per_shard,
-        workers=args.workers,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        skip_bad=args.skip_bad,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        name=args.name,
-        tfds_data_dir=args.tfds_data_dir,
-    )
-    for split, info in card["splits"].items():
-        print(f"{split}: {info['num_examples']} examples in {info['num_shards']} shard(s)"
-              + (f", {info['num_skipped']} skipped" if info["num_skipped"] else ""))
-    print(f"wrote {args.out} ({card['num_classes']} classes)")
-    return 0
-
-
-__all__ = ["add_arguments", "encode_image", "main", "prepare"]
+__all__ = ["encode_image", "prepare"]

@@ -6,6 +6,8 @@ carries its preprocessing contract (`contract(model)`) through `.keras` save / l
     model = funmatch.models.create("bit_r50x1", num_classes=102, resolution=128)
     funmatch.models.load_bit_npz(model, "gs://bit_models/BiT-M-R50x1.npz")  # head re-initialised
     model.save("teacher.keras"); model = funmatch.models.load("teacher.keras")
+
+May import errors only; `funmatch models` (the command) is `funmatch.commands.models`.
 """
 
 from funmatch.models.bit import BLOCK_UNITS, BitSpec, build_bit, parse_bit_name

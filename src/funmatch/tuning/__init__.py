@@ -1,7 +1,8 @@
 """Hyperparameter search with keras-tuner: search space, leased chief/worker oracle, the trial runner, summaries.
 
-The command line is `funmatch tune` (`funmatch.tune`). Importing this subpackage does not import
-keras-tuner, Keras or TensorFlow; they are imported when a search is built.
+The search itself is `funmatch.tuning.search.tune` (the `funmatch tune` command is `funmatch.commands.tune`).
+May import configs, data and training (each trial is a real run); never commands. Importing this
+subpackage does not import keras-tuner, Keras or TensorFlow; they are imported when a search is built.
 """
 
 from funmatch.tuning.distributed import (

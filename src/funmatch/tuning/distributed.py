@@ -34,10 +34,14 @@ Changes (`LeaseMixin` on each oracle, `serve` instead of `start_server`, `Leased
   the holder's own report then finds nobody holding the trial and is ignored.
 * Workers check that the chief answers within `connect_timeout_s` before starting, and every later
   call has a bounded `rpc_timeout_s`: an unreachable or vanished chief is a FunmatchError, not a hang.
+
+One file over 400 lines on purpose: the lease protocol, the chief's loop and the worker's client change
+together; split, each half would be read only with the other open.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -98,7 +102,18 @@ class LeaseMixin:
 
 
 def _synchronized(function):
-    return _oracle_module().synchronized(function)
+    """keras-tuner's `synchronized` (one lock per oracle), applied at the first call, so that importing this
+    module (for `funmatch tune --help`) does not import keras-tuner and, through it, TensorFlow."""
+    wrapped = None
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        nonlocal wrapped
+        if wrapped is None:
+            wrapped = _oracle_module().synchronized(function)
+        return wrapped(*args, **kwargs)
+
+    return call
 
 
 def _idle_trial(oracle):

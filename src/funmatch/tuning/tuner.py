@@ -1,7 +1,7 @@
 """`DistillTuner`: a keras-tuner `BaseTuner` whose trials are real distillation (or teacher) runs.
 
 keras-tuner's Keras `Tuner` builds a model from a hypermodel and calls `model.fit`; here `run_trial` is
-overridden instead, so each trial is `funmatch.train.distill` (or `train_teacher`) in its own workdir
+overridden instead, so each trial is `funmatch.training.distill.distill` (or `train_teacher`) in its own workdir
 `SEARCH_DIR/trials/<trial_id>/`, which is resumable: a retried trial continues from its own checkpoint.
 
 Search folder layout:
@@ -58,7 +58,7 @@ def trial_metrics(result: dict[str, Any], config: Config) -> dict[str, float]:
 
 def distill_run_fn(data_dir, teacher_path) -> RunFn:
     def run(config: Config, workdir: pathlib.Path) -> dict:
-        from funmatch.train import distill
+        from funmatch.training.distill import distill
 
         return trial_metrics(distill(config, data_dir, teacher_path, workdir, progress=False), config)
 
@@ -67,7 +67,7 @@ def distill_run_fn(data_dir, teacher_path) -> RunFn:
 
 def teacher_run_fn(data_dir, init) -> RunFn:
     def run(config: Config, workdir: pathlib.Path) -> dict:
-        from funmatch.distill.teacher import train_teacher
+        from funmatch.training.labels import train_teacher
 
         return trial_metrics(train_teacher(config, data_dir, workdir, init=init, progress=False), config)
 

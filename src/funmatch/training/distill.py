@@ -1,4 +1,4 @@
-"""`funmatch distill`: the training entry, top to bottom.
+"""The distillation run (`funmatch distill`), top to bottom.
 
     resume or initialise  ->  check inputs  ->  build teacher (frozen), student, Distiller, optimizer
     ->  restore the latest checkpoint  ->  fit with periodic evaluation and atomic checkpoints
@@ -11,7 +11,6 @@ is repositioned at that step (it is a deterministic function of seed and positio
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -23,8 +22,8 @@ import numpy as np
 
 from funmatch.configs import MODES, Config, get_config
 from funmatch.errors import FunmatchError
-from funmatch.evaluate import eval_pp as eval_pp_at
-from funmatch.evaluate import split_logits
+from funmatch.evaluation.logits import eval_pp as eval_pp_at
+from funmatch.evaluation.logits import split_logits
 
 TRAIN_KEYS = '"image", "teacher", "label", "index"'
 
@@ -87,7 +86,7 @@ def _load_teacher(path, num_classes: int):
 
 def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits) -> dict[str, dict[str, np.ndarray]]:
     """Teacher logits on the eval splits, computed once per run and cached in the workdir."""
-    from funmatch.training import atomic_save_npy
+    from funmatch.training.checkpoints import atomic_save_npy
 
     out = {}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +108,7 @@ def fixed_teacher_targets(workdir: pathlib.Path, teacher, config: Config, data_d
 
     Computed once before training and cached in the workdir, so a resumed run reuses them.
     """
-    from funmatch.training import atomic_save_npy
+    from funmatch.training.checkpoints import atomic_save_npy
 
     path = workdir / "teacher_train_logits.npy"
     if path.exists():
@@ -130,7 +129,7 @@ def save_input_grid(dataset, config: Config, path) -> None:
     import keras
 
     from funmatch.distill import mixup
-    from funmatch.report import save_augmentation_grid
+    from funmatch.reporting.figures import save_augmentation_grid
 
     batch = next(iter(dataset.take(1).as_numpy_iterator()))
     views = {k: batch[k] for k in ("image", "teacher") if k in batch}
@@ -157,9 +156,10 @@ def distill(
     from funmatch import models, runtime
     from funmatch.data import pipeline, tfrecords
     from funmatch.distill import Distiller
-    from funmatch.evaluate import fidelity_metrics
+    from funmatch.evaluation.metrics import fidelity_metrics
     from funmatch.optim import make_optimizer
-    from funmatch.training import atomic_save_keras, atomic_write_text, fit_resumable, prepare_workdir
+    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir
+    from funmatch.training.loop import fit_resumable
 
     started = time.time()
     # --- Configuration and input checks: all before any compute. ---
@@ -273,17 +273,3 @@ def distill(
         print(f"funmatch distill: done. student {config.test_split} accuracy {final[f'{config.test_split}_accuracy']:.4f}, "
               f"agreement {final[f'{config.test_split}_agreement']:.4f}; wrote {workdir / 'student.keras'}")
     return final
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="RECIPE[:key=value,...], e.g. flowers102:variant=fast or eurosat:smoke=true")
-    parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
-    parser.add_argument("--teacher", required=True, help="the teacher's .keras file (frozen during distillation)")
-    parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes from it")
-    parser.add_argument("--mode", choices=MODES, default=None, help="override the recipe's mode (default: function_matching)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
-
-
-def main(args: argparse.Namespace) -> int:
-    distill(args.config, args.data, args.teacher, args.workdir, mode=args.mode, progress=not args.no_progress)
-    return 0

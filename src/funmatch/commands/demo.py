@@ -17,6 +17,9 @@ pass) and mixup slows function matching early on. With the paper's patience, `--
 function matching 88.2 % test, agreement 89.7 % (validation 92.0 %); labels 90.2 %, agreement 88.5 %
 (validation 87.6 %). `--quick` runs the same pipeline in about a minute.
 Re-running the same command reuses what is done (each step is resumable).
+
+`run_demo` lives with its command: it only strings together the libraries of the other commands
+(data.prepare, training.labels, training.distill, evaluation, reporting) and has no library of its own.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def _teacher(out: pathlib.Path, data_dir: pathlib.Path, args_teacher, train: boo
         return path
     if train:
         from funmatch.configs import get_config
-        from funmatch.distill.teacher import train_teacher
+        from funmatch.training.labels import train_teacher
 
         config = get_config("eurosat" + (":smoke=true,teacher_steps=20" if quick else ""))
         train_teacher(config, data_dir, out / "teacher", progress=progress)
@@ -96,7 +99,7 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: f
     """Train the same student on labels for `seconds` of training: its speed is measured first.
 
     With `quick` (a smoke test) it trains as many steps as the distillation did instead."""
-    from funmatch.distill.teacher import train_teacher
+    from funmatch.training.labels import train_teacher
 
     workdir = out / "labels"
     if (workdir / "student.keras").exists():
@@ -134,10 +137,10 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: f
 def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = None, train_teacher: bool = False,
              progress: bool = True, steps: int | None = None) -> dict[str, Any]:
     """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`)."""
-    from funmatch.evaluate import evaluate_models
-    from funmatch.report import write_report
-    from funmatch.train import distill
-    from funmatch.training import atomic_write_text
+    from funmatch.evaluation import evaluate_models
+    from funmatch.reporting import write_report
+    from funmatch.training.distill import distill
+    from funmatch.training.checkpoints import atomic_write_text
 
     started = time.time()
     out = pathlib.Path(out_dir)

@@ -1,4 +1,4 @@
-"""`funmatch teacher`: train the teacher with labels — fine-tune from a checkpoint with BiT-HyperRule,
+"""Label training (`funmatch teacher`): train the teacher with labels — fine-tune from a checkpoint with BiT-HyperRule,
 or train from scratch (the CPU recipes) — and write `teacher.keras` with its validation/test accuracy.
 
 The same `Supervised` wrapper trains the label-only reference student of the demo.
@@ -6,7 +6,6 @@ The same `Supervised` wrapper trains the label-only reference student of the dem
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -130,9 +129,9 @@ def train_supervised(
     """Resumable label training of `model` in `workdir`; returns validation/test metrics of the result."""
     from funmatch import runtime
     from funmatch.data import pipeline, tfrecords
-    from funmatch.evaluate import fidelity_metrics, split_logits
-    from funmatch.train import eval_pp
-    from funmatch.training import fit_resumable
+    from funmatch.evaluation import fidelity_metrics, split_logits
+    from funmatch.training.distill import eval_pp
+    from funmatch.training.loop import fit_resumable
 
     card = tfrecords.load_card(data_dir)
     num_train = int(card["splits"][config.train_split]["num_examples"])
@@ -185,7 +184,7 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
     from funmatch import models
     from funmatch.data import tfrecords
     from funmatch.optim import make_optimizer
-    from funmatch.training import atomic_save_keras, atomic_write_text, prepare_workdir
+    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir
 
     started = time.time()
     config = get_config(config) if isinstance(config, str) else config
@@ -252,16 +251,3 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
               f"{config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}; "
               f"wrote {workdir / (output_name + '.keras')}")
     return metrics
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="RECIPE[:key=value,...]")
-    parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
-    parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes")
-    parser.add_argument("--init", default=None, help="checkpoint to fine-tune from: official BiT .npz or a .keras file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def main(args: argparse.Namespace) -> int:
-    train_teacher(args.config, args.data, args.workdir, init=args.init, progress=not args.no_progress)
-    return 0

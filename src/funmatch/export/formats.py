@@ -22,7 +22,6 @@ backend or the packages that would (e.g. `pip install tf2onnx onnxruntime`).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import os
@@ -106,7 +105,7 @@ def _check_out_path(out: pathlib.Path, format: str, overwrite: bool) -> None:
 
 def input_resolution(model) -> int:
     """The model's square input size: the funmatch contract's, else a static input shape."""
-    from funmatch.evaluate import model_resolution
+    from funmatch.evaluation.cost import model_resolution
 
     return model_resolution(model, "model")
 
@@ -255,7 +254,7 @@ def export_model(
     images in [-1, 1]. Raises FunmatchError when that exceeds atol + rtol · |keras| (the artefact
     is left in place for inspection), or when the format is not available here.
     """
-    from funmatch.evaluate import resolve_model
+    from funmatch.evaluation.cost import resolve_model
 
     backend = _backend()
     check_format_supported(format, backend)
@@ -299,24 +298,3 @@ def export_model(
             f"(tolerance atol {atol:g} + rtol {rtol:g}·|logit|); the file is left for inspection"
         )
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="the .keras model to export")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="artefact format")
-    parser.add_argument("--out", required=True, help="output file (.keras / .tflite / .onnx) or folder (savedmodel)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance of the check (default {DEFAULT_ATOL:g})")
-    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance of the check (default {DEFAULT_RTOL:g})")
-
-
-def main(args: argparse.Namespace) -> int:
-    if not pathlib.Path(args.model).is_file():
-        raise FunmatchError(f"MODEL {args.model}: no such file")
-    result = export_model(args.model, args.out, args.format, overwrite=args.overwrite, atol=args.atol, rtol=args.rtol)
-    print(
-        f"wrote {result['path']} ({result['format']}, {result['size_bytes'] / 1e6:.2f} MB, {result['backend']} backend); "
-        f"max |exported − keras| = {result['max_abs_diff']:.3g} over {result['num_images']} images "
-        f"(tolerance atol {result['atol']:g} + rtol {result['rtol']:g}·|logit|): ok"
-    )
-    return 0

@@ -1,0 +1,50 @@
+"""`funmatch evaluate`: a student (and its teacher) on a split (`funmatch.evaluation.evaluate_models`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+from funmatch.commands import check_config, check_data_dir, check_file
+from funmatch.errors import FunmatchError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--student", required=True, help="the student's .keras file")
+    parser.add_argument("--teacher", default=None, help="the teacher's .keras file (optional)")
+    parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON to this file")
+    parser.add_argument("--batch-size", type=int, default=64, help="eval batch size (default: 64)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency / throughput measurement")
+    parser.add_argument("--latency-repeats", type=int, default=20, help="timed calls per batch size (default: 20)")
+    crop = parser.add_mutually_exclusive_group()
+    crop.add_argument("--crop-fraction", type=float, default=None,
+                      help="R / resize_small of the eval pp (default: 0.8, the paper's central_crop(128) of resize_small(160))")
+    crop.add_argument("--config", default=None, help="take the eval pp ratio from this recipe, e.g. eurosat")
+
+
+def main(args: argparse.Namespace) -> int:
+    json_path = pathlib.Path(args.json) if args.json else None
+    if json_path is not None and json_path.is_dir():
+        raise FunmatchError(f"--json {json_path}: is a directory")
+    if args.config is not None:  # the cheap checks, in the library's order, before Keras is imported
+        check_config(args.config)
+    check_data_dir(args.data)
+    for flag, path in (("--student", args.student), ("--teacher", args.teacher)):
+        if path is not None:
+            check_file(flag, path)
+    from funmatch.evaluation import evaluate_models, format_summary
+
+    report = evaluate_models(
+        args.student, args.teacher, data_dir=args.data, split=args.split, batch_size=args.batch_size,
+        latency=not args.no_latency, latency_repeats=args.latency_repeats, crop_fraction=args.crop_fraction,
+        config=args.config,
+    )
+    print(format_summary(report))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return 0
