@@ -403,31 +403,38 @@ def partner_and_coefficient(card: dict, index: int, view: int) -> tuple[int, flo
     return j, a
 
 
-def unit_views(card: dict, data_dir, view: int, file_index: int, resolution: int, batch_size: int):
-    """tf.data batches {"image": [B, R, R, 3], "index": [B]} of one unit (one view of one record file),
-    in record order; the last batch may be short."""
+def views_dataset(card: dict, data_dir, units: list[tuple[int, int]], resolution: int, batch_size: int):
+    """tf.data batches {"image": [B, R, R, 3], "index": [B], "view": [B]} of the views of `units` ((view,
+    record file) pairs), unit after unit, each in record order; one stream (batches may span two units),
+    so that the teacher's batches stay full and the pipeline is built once per process."""
     import tensorflow as tf
 
     layout = card["data"]
-    paths, sizes, starts = layout["files"], layout["file_sizes"], layout["file_starts"]
-    paths = [str(pathlib.Path(data_dir) / p) for p in paths]
+    paths = [str(pathlib.Path(data_dir) / p) for p in layout["files"]]
+    starts, total = [int(s) for s in layout["file_starts"]], int(layout["num_examples"])
+    starts_t, sizes_t = tf.constant(starts, tf.int64), tf.constant(layout["file_sizes"], tf.int64)
+    paths_t, shifts_t = tf.constant(paths), tf.constant(card["partner_shifts"], tf.int64)
     maker = ViewMaker(card, resolution)
-    start, count, total = starts[file_index], sizes[file_index], layout["num_examples"]
-    own = tf.data.TFRecordDataset(paths[file_index], buffer_size=8 << 20)
-    indices = tf.data.Dataset.range(start, start + count)
-    if maker.needs_partner():
-        shift = card["partner_shifts"][view]
-        partners = _records_from(paths, starts, total, start + shift, count)
-    else:
-        partners = tf.data.Dataset.from_tensors(tf.constant(b"", tf.string)).repeat(count)
+    units_t = tf.constant(np.asarray(units, np.int64).reshape(-1, 2))
 
-    def make(record, partner, index):
+    def unit(pair):
+        view, file_index = pair[0], pair[1]
+        start, count = tf.gather(starts_t, file_index), tf.gather(sizes_t, file_index)
+        own = tf.data.TFRecordDataset(tf.gather(paths_t, file_index), buffer_size=8 << 20)
+        if maker.needs_partner():
+            partners = _records_from(paths, starts, total, start + tf.gather(shifts_t, view), count)
+        else:
+            partners = tf.data.Dataset.from_tensors(tf.constant(b"", tf.string)).repeat(count)
+        indices = tf.data.Dataset.range(start, start + count)
+        return tf.data.Dataset.zip(own, partners, indices).map(lambda a, b, i: (a, b, i, view))
+
+    def make(record, partner, index, view):
         record = _parse(record)
-        partner_index = (index + card["partner_shifts"][view]) % total
+        partner_index = (index + tf.gather(shifts_t, view)) % total
         partner_record = _parse(partner) if maker.needs_partner() else record
-        return {"image": maker.mixed(record, partner_record, index, partner_index, view), "index": index}
+        return {"image": maker.mixed(record, partner_record, index, partner_index, view), "index": index, "view": view}
 
-    dataset = tf.data.Dataset.zip(own, partners, indices)
+    dataset = tf.data.Dataset.from_tensor_slices(units_t).flat_map(unit)
     dataset = dataset.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -575,19 +582,25 @@ def generate(
                    desc=f"targets ({mode}, K={views})", unit="img", dynamic_ncols=True, mininterval=1.0)
     resolution = int(contract["resolution"])
     unit_started = time.perf_counter()
-    for view, file_index in todo:
-        logits = []
-        for batch in unit_views(card, data_dir, view, file_index, resolution, batch_size).as_numpy_iterator():
+    pending: list[np.ndarray] = []  # logits of the current unit so far
+    remaining = list(todo)
+    if todo:
+        for batch in views_dataset(card, data_dir, todo, resolution, batch_size).as_numpy_iterator():
             images = batch["image"]
             real = int(images.shape[0])
             if real < batch_size:  # pad to a full batch: every device gets an equal share
                 images = np.pad(images, [[0, batch_size - real], [0, 0], [0, 0], [0, 0]])
-            logits.append(keras.ops.convert_to_numpy(teacher.predict_on_batch(images))[:real])
+            pending.append(keras.ops.convert_to_numpy(teacher.predict_on_batch(images))[:real])
             if bar is not None:
                 bar.update(real)
-        rows = encode_rows(np.concatenate(logits), kind, top_k or 0)
-        _atomic_write_bytes(unit_path(out_dir, card, view, file_index), lambda f, rows=rows: np.save(f, rows))
-        _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started})
+            logits = np.concatenate(pending)
+            while remaining and len(logits) >= sizes[remaining[0][1]]:  # a unit is complete: write it
+                view, file_index = remaining.pop(0)
+                rows = encode_rows(logits[: sizes[file_index]], kind, top_k or 0)
+                logits = logits[sizes[file_index]:]
+                _atomic_write_bytes(unit_path(out_dir, card, view, file_index), lambda f, rows=rows: np.save(f, rows))
+                _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started})
+            pending = [logits]
     if bar is not None:
         bar.close()
     done = all(unit_path(out_dir, card, *u).exists() for u in units)
@@ -765,7 +778,7 @@ __all__ = [
     "record_files",
     "topk_to_log_probs",
     "train_dataset",
-    "unit_views",
+    "views_dataset",
     "view_of_epoch",
     "view_spec",
 ]
