@@ -502,3 +502,133 @@ def test_page_in_headless_chromium(two_runs, tmp_path):
     assert shot.returncode == 0, shot.stderr[-2000:]
     image = assert_png(screenshot)
     assert image.size == (1200, 2000)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training time, label runs, the first figure
+# ----------------------------------------------------------------------------------------------
+
+SECONDS_PER_STEP = 0.5  # the hand-written runs' training clock: train_seconds = 0.5 · step
+
+
+def add_training_time(workdir: pathlib.Path, seconds_per_step: float = SECONDS_PER_STEP) -> None:
+    """Give a hand-written workdir the training clocks every run now logs (and its metrics.json)."""
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for record in lines:
+        record.update(train_seconds=seconds_per_step * record["step"], train_cpu_seconds=2 * seconds_per_step * record["step"])
+    (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    if (workdir / "metrics.json").exists():
+        final = json.loads((workdir / "metrics.json").read_text())
+        final.update(train_seconds=seconds_per_step * final["step"], train_cpu_seconds=2 * seconds_per_step * final["step"])
+        (workdir / "metrics.json").write_text(json.dumps(final))
+
+
+# A label run as `funmatch teacher` writes it (the demo's reference student): the recipe's fields
+# (3,000 distillation steps, mixup 1, teacher tiny_cnn...) plus the teacher_* fields it trained with.
+LABEL_HISTORY = [(4000, 0.9, 0.70, None, 0.69, None), (8000, 0.6, 0.80, None, 0.79, None), (12000, 0.4, 0.86, None, 0.85, None)]
+LABEL_FINAL = {"step": 12000, "steps": 12000, "mode": "labels", "arch": "tiny_cnn", "mixup_p": 0.0, "dataset": "eurosat_mini",
+               "num_train_examples": 4000, "validation_accuracy": 0.865, "test_accuracy": 0.852, "test_num_examples": 400,
+               "test_agreement": 0.878, "teacher_test_accuracy": 0.905}
+
+
+def write_label_workdir(root: pathlib.Path, name: str = "labels") -> pathlib.Path:
+    workdir = write_workdir(root, name, mode="labels", history=LABEL_HISTORY, final=LABEL_FINAL, evaluation=None,
+                            augmentations=False, steps=3000, teacher="tiny_cnn", teacher_resolution=32, num_train_examples=0,
+                            teacher_total_steps=12000, teacher_batch_size=128, teacher_mixup_p=0.0, teacher_optimizer="adam",
+                            teacher_learning_rate=0.01, teacher_crop_area_min=5.0, epochs=30.0, total_steps=3000)
+    add_training_time(workdir, seconds_per_step=0.02)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def timed_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("timed")
+    fm = write_workdir(root, "function_matching", dataset="eurosat_rgb")
+    add_training_time(fm)
+    labels = write_label_workdir(root)
+    page = write_report([fm, labels], root / "out")
+    return root, page, parse_page(page)
+
+
+def test_first_figure_is_accuracy_against_training_time(timed_runs):
+    from funmatch.reporting.figures import time_series
+
+    root, page, parser = timed_runs
+    assert parser.images[0] == "accuracy-vs-time.png"
+    assert page.read_text().index("accuracy-vs-time.png") < page.read_text().index("comparison.png")
+    assert_png(page.parent / "accuracy-vs-time.png", min_size=(900, 500))
+    # The plotted series: each evaluated record at its train_seconds (minutes), ending at the final
+    # full-split figure at the run's whole training time.
+    fm, labels = load_run(root / "function_matching"), load_run(root / "labels")
+    minutes, accuracy = time_series(fm, "test_accuracy")
+    evaluated = [(step, test) for step, _, _, _, test, _ in FM_HISTORY if test is not None]
+    np.testing.assert_allclose(minutes, [SECONDS_PER_STEP * step / 60 for step, _ in evaluated])
+    np.testing.assert_allclose(accuracy, [test for _, test in evaluated[:-1]] + [FM_FINAL["test_accuracy"]])
+    minutes, accuracy = time_series(labels, "test_accuracy")
+    np.testing.assert_allclose(minutes, [0.02 * 4000 / 60, 0.02 * 8000 / 60, 0.02 * 12000 / 60])
+    np.testing.assert_allclose(accuracy, [0.69, 0.79, 0.852])
+
+
+def test_no_time_figure_without_training_time(tmp_path):
+    workdir = write_workdir(tmp_path, "old_run", augmentations=False, evaluation=None)  # logged before train_seconds
+    parser = parse_page(write_report([workdir], tmp_path / "out"))
+    assert "accuracy-vs-time.png" not in parser.images
+
+
+def test_label_run_settings_are_the_run_s_own(timed_runs):
+    _, page, parser = timed_runs
+    settings = {row[0][0]: row[1] for row in parser.tables["table-config-2"][1:]}
+    assert settings["steps"][0] == "12,000"
+    assert settings["mixup_p"][0] == "0"
+    assert settings["model"][0] == "tiny_cnn" and settings["resolution"][0] == "32"
+    assert settings["batch_size"][0] == "128" and settings["learning_rate"][0] == "0.01"
+    assert settings["dataset"][0] == "eurosat_mini"
+    assert settings["epochs (from steps)"][0] == "384.0"  # 12,000 · 128 / 4,000
+    assert "temperature" not in settings and "teacher (agreement only)" in settings
+    assert settings["training time"][0] == "4.0 min"  # 0.02 s · 12,000
+    fm_settings = {row[0][0]: row[1][0] for row in parser.tables["table-config-1"][1:]}
+    assert fm_settings["mixup_p"] == "1" and fm_settings["temperature"] == "1" and fm_settings["training time"] == "5.0 min"
+
+
+def test_comparison_shows_training_time_and_the_label_run_as_finished(timed_runs):
+    _, _, parser = timed_runs
+    rows = parser.tables["table-comparison"]
+    header = [text for text, _ in rows[0]]
+    by_run = {row[0][0]: dict(zip(header, row)) for row in rows[1:]}
+    assert by_run["labels"]["status"][0] == "finished"
+    assert by_run["labels"]["steps"][0] == "12,000"
+    assert float(by_run["labels"]["agreement"][1]["data-value"]) == 0.878
+    assert by_run["labels"]["training time"][0] == "4.0 min"
+    assert float(by_run["function_matching"]["training time"][1]["data-value"]) == SECONDS_PER_STEP * 600
+    assert float(by_run["function_matching"]["CPU time"][1]["data-value"]) == 2 * SECONDS_PER_STEP * 600
+
+
+def test_latency_ratio_spread_from_quartiles(tmp_path):
+    evaluation = json.loads(json.dumps(EVALUATION))
+    for model, (p25, p75) in (("student", (1.5, 2.0)), ("teacher", (6.0, 8.0))):
+        evaluation[model]["latency"]["batch_1"].update(p25_ms=p25, p75_ms=p75)
+    workdir = write_workdir(tmp_path, "spread", evaluation=evaluation, augmentations=False)
+    parser = parse_page(write_report([workdir], tmp_path / "out"))
+    shared = {row[0][0]: row[1][0] for row in parser.tables["table-evaluation-shared-1"][1:]}
+    assert shared["ratios.latency_batch_1 spread"] == "3.00×–5.33×"  # 6 / 2 to 8 / 1.5
+    assert "ratios.latency_batch_64 spread" not in shared  # no quartiles logged there
+
+
+def test_augmentation_grid_names_what_each_mode_shows(tmp_path):
+    from funmatch.reporting.figures import _SHARED_VIEW_ROW, augmentation_subtitle
+
+    # fixed_teacher: the teacher does not see the student's view, and nothing is mixed.
+    assert "= teacher view" not in _SHARED_VIEW_ROW["fixed_teacher"]
+    assert augmentation_subtitle("fixed_teacher", False) == "no mixup; the teacher's targets: its eval view, computed once"
+    assert augmentation_subtitle("consistent", False) == "no mixup"
+    assert augmentation_subtitle("function_matching", True, 0.7) == "mixup: a = 0.70, image i mixed with image i−1"
+    assert _SHARED_VIEW_ROW["function_matching"] == "student view\n= teacher view"
+    assert _SHARED_VIEW_ROW["labels"] == "training view"
+    rng = np.random.default_rng(2)
+    assert_png(save_augmentation_grid({"image": rng.uniform(-1, 1, (4, 16, 16, 3))}, {}, tmp_path / "fixed.png",
+                                      mode="fixed_teacher"))
+
+
+def test_seconds_read_as_minutes():
+    assert format_value("train_seconds", 246.0) == "4.1 min"
+    assert format_value("train_cpu_seconds", 42.25) == "42.2 s"

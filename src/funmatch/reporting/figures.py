@@ -104,6 +104,65 @@ def _accuracy_panel(axis, run: Run, x: str) -> None:
     axis.grid(alpha=0.3)
 
 
+def time_series(run: Run, key: str, clock: str = "train_seconds") -> tuple[np.ndarray, np.ndarray]:
+    """(training minutes, values of `key`) over the history; a finished run's curve ends at its final
+    (full-split) figure, placed at the run's whole training time."""
+    xs, ys = [], []
+    for record in run.history:
+        value, seconds = record.get(key), run.time_of(record, clock)
+        if is_number(value) and seconds is not None and not math.isnan(float(value)):
+            xs.append(seconds / 60)
+            ys.append(float(value))
+    xs_array, ys_array = np.asarray(xs), np.asarray(ys)
+    total = run.training_time(clock)
+    if run.finished and is_number(run.final.get(key)) and total is not None and len(xs_array):
+        keep = xs_array < total / 60 - 1e-9
+        xs_array = np.append(xs_array[keep], total / 60)
+        ys_array = np.append(ys_array[keep], float(run.final[key]))
+    return xs_array, ys_array
+
+
+def plot_accuracy_vs_time(runs: Sequence[Run], path: os.PathLike) -> pathlib.Path | None:
+    """The report's first figure: each run's accuracy on its main split against training time, the
+    teachers' accuracy as horizontal lines. None when no run logged evaluations with training time.
+
+    Training time is the runs' own clock (`train_seconds`: time in the training loop over all
+    resumes, periodic evaluation excluded), so runs of different speed compare at equal time.
+    """
+    series = []
+    for run in runs:
+        split = run.main_split
+        xs, ys = time_series(run, f"{split}_accuracy") if split else (np.zeros(0), np.zeros(0))
+        if len(xs):
+            series.append((run, split, xs, ys))
+    if not series:
+        return None
+    figure = _figure(11, 5.8, left=0.8, right=0.25, top=0.6, bottom=0.7)
+    axis = figure.subplots()
+    teachers: dict[float, str] = {}
+    for number, (run, split, xs, ys) in enumerate(series):
+        color = f"C{number % 10}"
+        axis.plot(xs, 100 * ys, marker="o", markersize=4, color=color, label=f"{run.legend}, {split}")
+        if run.finished:
+            axis.plot(xs[-1:], 100 * ys[-1:], "*", color=color, markersize=13, markeredgecolor="black")
+        periodic, full = _teacher_level(run, split)
+        teacher = full if full is not None else periodic
+        if teacher is not None:
+            teachers.setdefault(round(float(teacher), 6), split)
+    for teacher, split in sorted(teachers.items(), reverse=True):
+        axis.axhline(100 * teacher, color="black", linestyle=":", linewidth=1.5,
+                     label=f"teacher, {split}: {100 * teacher:.1f} %")
+    splits = {split for _, split, _, _ in series}
+    what = f"{next(iter(splits)).capitalize()} accuracy" if len(splits) == 1 else "Accuracy"
+    axis.set_title(f"{what} against training time (stars: final full-split figures)")
+    axis.set_xlabel("training time (minutes; periodic evaluation excluded)")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_xlim(left=0)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=9, loc="lower right")
+    return _save(figure, pathlib.Path(path))
+
+
 def plot_training_curves(run: Run, path: os.PathLike) -> pathlib.Path:
     """Three panels: distillation loss vs step; accuracy/agreement vs step; the same vs epoch.
 
@@ -116,8 +175,9 @@ def plot_training_curves(run: Run, path: os.PathLike) -> pathlib.Path:
     xs, ys = _series(run, "train_loss", "step")
     if len(xs):
         temperature = run.config.get("temperature")
-        loss_axis.plot(xs, ys, color="tab:red", marker="o", markersize=3,
-                       label="training loss T²·KL" + (f" (T = {temperature:g})" if is_number(temperature) else ""))
+        what = ("cross-entropy with labels" if run.is_labels
+                else "T²·KL" + (f" (T = {temperature:g})" if is_number(temperature) else ""))
+        loss_axis.plot(xs, ys, color="tab:red", marker="o", markersize=3, label=f"training loss: {what}")
         if (ys > 0).all() and ys.max() / ys.min() > 10:
             loss_axis.set_yscale("log")
         loss_axis.legend(fontsize=8, loc="upper right")
@@ -125,8 +185,8 @@ def plot_training_curves(run: Run, path: os.PathLike) -> pathlib.Path:
         loss_axis.text(0.5, 0.5, "no training loss logged", ha="center", va="center", transform=loss_axis.transAxes)
     loss_axis.set_xlabel("training step")
     loss_axis.xaxis.set_major_locator(MaxNLocator(nbins=7, integer=True))
-    loss_axis.set_ylabel("distillation loss (mean over each logged chunk)")
-    loss_axis.set_title("Distillation loss vs step")
+    loss_axis.set_ylabel(("cross-entropy" if run.is_labels else "T²·KL") + " (mean of each chunk)")
+    loss_axis.set_title("Label-training loss vs step" if run.is_labels else "Distillation loss vs step")
     loss_axis.grid(alpha=0.3, which="both")
     _accuracy_panel(step_axis, run, "step")
     _accuracy_panel(epoch_axis, run, "epoch")
@@ -134,7 +194,8 @@ def plot_training_curves(run: Run, path: os.PathLike) -> pathlib.Path:
     if handles:
         figure.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(handles)),
                       fontsize=9, frameon=False)
-    figure.suptitle(f"{run.label}: {run.mode}, student {run.config.get('student', '?')}", fontsize=13)
+    model = "model" if run.is_labels else "student"
+    figure.suptitle(f"{run.legend}: {model} {run.settings.get('student', '?')}", fontsize=13)
     return _save(figure, pathlib.Path(path))
 
 
@@ -171,7 +232,7 @@ def plot_comparison(runs: Sequence[Run], path: os.PathLike) -> pathlib.Path:
     for number, run in enumerate(runs):
         split = run.main_split
         color = f"C{number % 10}"
-        label = f"{run.label} ({run.mode})"
+        label = run.legend
         for axis, key in ((accuracy_axis, f"{split}_accuracy"), (agreement_axis, f"{split}_agreement")):
             xs, ys = _series(run, key, "epoch")
             final_value, final_epoch = run.final.get(key), run.total_epochs
@@ -191,7 +252,14 @@ def plot_comparison(runs: Sequence[Run], path: os.PathLike) -> pathlib.Path:
     log_x = bool(epochs_seen) and max(epochs_seen) / min(epochs_seen) >= 20
     for axis, what in ((accuracy_axis, "Student test accuracy"), (agreement_axis, "Student–teacher agreement (top-1)")):
         if log_x:
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
             axis.set_xscale("log")
+            # Labels at 1, 2, 5 × 10^k only: matplotlib's default labels every minor tick of a
+            # short log range, and they overlap.
+            axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("epochs (passes over the training set)" + (", log scale" if log_x else ""))
         axis.set_ylabel(f"{'accuracy' if axis is accuracy_axis else 'agreement'} (%)")
         axis.set_title(f"{what} vs epochs")
@@ -209,16 +277,36 @@ def _to_unit_range(images: np.ndarray, key: str) -> np.ndarray:
     return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
 
 
+# What the teacher sees, by mode, when the batch holds no separate teacher view.
+_SHARED_VIEW_ROW = {
+    None: "student view\n= teacher view",
+    "function_matching": "student view\n= teacher view",
+    "consistent": "student view\n= teacher view",
+    "fixed_teacher": "student view\n(teacher: eval view)",
+    "labels": "training view",
+}
+
+
+def augmentation_subtitle(mode: str | None, mixed: bool, mixup_coefficient: float | None = None) -> str:
+    """The grid's second title line: the mixup that was drawn, or that there is none (and, in
+    `fixed_teacher`, where the teacher's targets come from)."""
+    if mixed:
+        coefficient = f"a = {float(mixup_coefficient):.2f}, " if mixup_coefficient is not None else ""
+        return f"mixup: {coefficient}image i mixed with image i−1"
+    return "no mixup" + ("; the teacher's targets: its eval view, computed once" if mode == "fixed_teacher" else "")
+
+
 def save_augmentation_grid(batch: dict, mixed: dict, path: os.PathLike, max_images: int = 8, *,
-                           mixup_coefficient: float | None = None) -> pathlib.Path:
+                           mixup_coefficient: float | None = None, mode: str | None = None) -> pathlib.Path:
     """A PNG grid of augmented training inputs, one column per example.
 
     batch: {"image": [B, H, W, 3] in [-1, 1] (the student view), optional "teacher": [B, H', W', 3]
     (the teacher's view of the same crop, maybe at another resolution)} before mixup.
     mixed: the same keys after mixup (may be empty or lack "teacher").
     Rows: teacher view (when given), student view, student after mixup, teacher after mixup (when
-    given). `mixup_coefficient` (the batch's a, when known) is written in the mixup rows' labels.
-    Returns `path`.
+    given). `mixup_coefficient` (the batch's a, when known) is written in the title. `mode` (the
+    run's mode, or "labels") names what the single view is when there is no separate teacher view
+    (in `fixed_teacher` the teacher's targets come from the eval view, once). Returns `path`.
     """
     if "image" not in batch:
         raise ValueError(f"augmentation grid: batch needs an 'image' key; got {sorted(batch)}")
@@ -227,7 +315,7 @@ def save_augmentation_grid(batch: dict, mixed: dict, path: os.PathLike, max_imag
         rows.append(("teacher view", _to_unit_range(batch["teacher"], "teacher")))
         rows.append(("student view", _to_unit_range(batch["image"], "image")))
     else:
-        rows.append(("student view\n= teacher view", _to_unit_range(batch["image"], "image")))
+        rows.append((_SHARED_VIEW_ROW.get(mode, "student view"), _to_unit_range(batch["image"], "image")))
     mixed = mixed or {}
     if mixed.get("image") is not None:
         rows.append(("student\nafter mixup", _to_unit_range(mixed["image"], "mixed image")))
@@ -249,6 +337,6 @@ def save_augmentation_grid(batch: dict, mixed: dict, path: os.PathLike, max_imag
                 axis.set_ylabel(f"{title}\n{image.shape[0]}×{image.shape[1]} px", fontsize=9)
             if row == 0:
                 axis.set_title(f"#{column}", fontsize=9)
-    coefficient = f"a = {float(mixup_coefficient):.2f}, " if mixup_coefficient is not None else ""
-    figure.suptitle(f"Augmented training inputs\n(mixup: {coefficient}image i mixed with image i−1)", fontsize=10)
+    subtitle = augmentation_subtitle(mode, mixed.get("image") is not None, mixup_coefficient)
+    figure.suptitle(f"Augmented training inputs\n({subtitle})", fontsize=10)
     return _save(figure, pathlib.Path(path))

@@ -39,12 +39,21 @@ from typing import Any, Sequence
 
 
 from funmatch.errors import FunmatchError
-from funmatch.reporting.figures import plot_class_gaps, plot_comparison, plot_training_curves
+from funmatch.reporting.figures import plot_accuracy_vs_time, plot_class_gaps, plot_comparison, plot_training_curves
 from funmatch.reporting.runs import _label_runs, load_run
-from funmatch.reporting.tables import Table, class_gap_table, class_gaps, comparison_table, config_table, evaluation_tables, final_metrics_table
+from funmatch.reporting.tables import (Table, class_gap_table, class_gaps, comparison_table, config_table, evaluation_tables,
+                                       final_metrics_table, format_value)
 
 
 MANIFEST_NAME = ".funmatch-report.json"
+
+AUGMENTATION_CAPTIONS = {
+    "function_matching": "Augmented training inputs: the view teacher and student share, and after mixup",
+    "consistent": "Augmented training inputs: the view teacher and student share (no mixup)",
+    "independent": "Augmented training inputs: the teacher's and the student's independent views",
+    "fixed_teacher": "Augmented training inputs of the student (the teacher's targets come from the eval view, once)",
+    "labels": "Augmented training inputs (label training)",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,11 +217,19 @@ def write_report(workdirs: Sequence[os.PathLike] | os.PathLike, out_dir: os.Path
         return out_dir / name
 
     sections = []
+    # The first figure: accuracy against training time, every run, the teacher as a line.
+    if plot_accuracy_vs_time(runs, out_dir / "accuracy-vs-time.png") is not None:
+        target("accuracy-vs-time.png")
+        sections.append(_Section("accuracy-vs-time", "Accuracy against training time", "", [], [
+            Picture("accuracy-vs-time.png", "Each run's accuracy (test split, else validation) at its periodic evaluations "
+                                            "against its training time; stars: the final full-split figures; dotted: "
+                                            "the teacher's accuracy"),
+        ]))
     if len(runs) > 1:
         plot_comparison(runs, target("comparison.png"))
         sections.append(_Section("comparison", "Comparison", f"{len(runs)} runs", [], [
             comparison_table(runs),
-            Picture("comparison.png", "Student test accuracy and top-1 agreement with the teacher against epochs, one line "
+            Picture("comparison.png", "Test accuracy and top-1 agreement with the teacher against epochs, one line "
                                      "per run (the last point is the final full-split figure); dotted: the teacher's accuracy"),
         ]))
     for index, run in enumerate(runs, start=1):
@@ -220,10 +237,11 @@ def write_report(workdirs: Sequence[os.PathLike] | os.PathLike, out_dir: os.Path
         notes = list(run.notes)
         name = f"{prefix}-curves.png"
         plot_training_curves(run, target(name))
+        loss = "the cross-entropy with labels" if run.is_labels else "the distillation loss (T²·KL)"
         blocks: list[Any] = [
             final_metrics_table(run, index),
-            Picture(name, "Training curves: the distillation loss, and the student's accuracy (solid) and top-1 agreement "
-                         "with the teacher (dashed) on each eval split; dotted: the teacher's accuracy; "
+            Picture(name, f"Training curves: {loss}, and the accuracy (solid) and top-1 agreement "
+                         "with the teacher (dashed, where measured) on each eval split; dotted: the teacher's accuracy; "
                          "stars: the final full-split accuracy"),
         ]
         if run.augmentations is not None:
@@ -231,7 +249,7 @@ def write_report(workdirs: Sequence[os.PathLike] | os.PathLike, out_dir: os.Path
             destination = target(name)
             if not (destination.exists() and destination.samefile(run.augmentations)):
                 shutil.copyfile(run.augmentations, destination)
-            blocks.append(Picture(name, "Augmented training inputs: teacher view, student view, and after mixup"))
+            blocks.append(Picture(name, AUGMENTATION_CAPTIONS.get(run.mode, "Augmented training inputs")))
         if run.evaluation is not None:
             blocks.append(evaluation_tables(run.evaluation, index))
             if not isinstance(run.evaluation.get("teacher"), dict) and not isinstance(run.evaluation.get("models"), dict):
@@ -247,11 +265,13 @@ def write_report(workdirs: Sequence[os.PathLike] | os.PathLike, out_dir: os.Path
             else:
                 notes.append("evaluation.json has no per-class accuracy: no per-class gap chart")
         blocks.append(config_table(run, index))
-        steps = run.final.get("step", run.config.get("steps"))
+        steps = run.final.get("step", run.settings.get("steps"))
         epochs = run.total_epochs
+        seconds = run.training_time()
         subtitle = (f"{run.workdir.resolve()} — mode {run.mode}, {steps} steps"
                     + (f" ({epochs:.4g} epochs)" if epochs is not None else "")
-                    + ("" if run.finished else f" — unfinished ({run.config.get('steps', '?')} steps planned)"))
+                    + (f", {format_value('train_seconds', seconds)} of training" if seconds is not None else "")
+                    + ("" if run.finished else f" — unfinished ({run.settings.get('steps', '?')} steps planned)"))
         sections.append(_Section(f"run-{index}", run.label, subtitle, notes, blocks))
 
     from funmatch import __version__

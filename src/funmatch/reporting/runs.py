@@ -14,6 +14,9 @@ from funmatch.errors import FunmatchError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+# `funmatch teacher` runs train these `teacher_*` config fields (e.g. teacher_learning_rate).
+TEACHER_RUN_KEYS = ("batch_size", "optimizer", "learning_rate", "weight_decay", "warmup_steps", "mixup_p", "label_smoothing")
+
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
@@ -71,28 +74,83 @@ class Run:
         return test if test in splits else (splits[-1] if splits else None)
 
     def epoch_of(self, record: dict[str, Any]) -> float | None:
-        """Passes over the training set at `record`: logged, else step · batch / N from the config."""
+        """Passes over the training set at `record`: logged, else step · batch / N from the settings,
+        else step × the epochs-per-step ratio of a logged record (settings without N)."""
         if record.get("epoch") is not None:
             return float(record["epoch"])
-        batch, examples = self.config.get("batch_size"), self.config.get("num_train_examples")
-        if record.get("step") is not None and batch and examples:
-            return float(record["step"]) * float(batch) / float(examples)
-        return None
+        step = record.get("step")
+        if not is_number(step):
+            return None
+        batch, examples = self.settings.get("batch_size"), self.settings.get("num_train_examples")
+        if batch and examples:
+            return float(step) * float(batch) / float(examples)
+        logged = next((r for r in reversed(self.history) if is_number(r.get("epoch")) and r.get("step")), None)
+        return float(step) * float(logged["epoch"]) / float(logged["step"]) if logged else None
+
+    @property
+    def legend(self) -> str:
+        """The run's name in legends: its label, with the mode when the label does not say it."""
+        return self.label if self.mode in self.label else f"{self.label} ({self.mode})"
+
+    @property
+    def is_labels(self) -> bool:
+        """A label-training run (cross-entropy on labels), not a distillation."""
+        return self.mode == "labels"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The run's settings as it ran (config.json, corrected by what the run recorded).
+
+        `funmatch teacher` workdirs keep the recipe's fields and train the `teacher_*` ones: those are
+        mapped onto the model-and-schedule keys here. `steps` is the step the run reached when it
+        finished (a time budget may stop it early; `planned_steps` keeps the plan), `dataset` the
+        prepared dataset's name when the run recorded it.
+        """
+        out = dict(self.config)
+        if self.is_labels and "teacher_total_steps" in out:  # written by `funmatch teacher`
+            out.update({key: out[f"teacher_{key}"] for key in TEACHER_RUN_KEYS if f"teacher_{key}" in out})
+            out.update(student=out.get("teacher"), student_resolution=out.get("teacher_resolution"),
+                       steps=out["teacher_total_steps"], total_steps=out["teacher_total_steps"], epochs=0,
+                       teacher="none", teacher_path=None, crop_area_min=out.get("teacher_crop_area_min"))
+            for key in ("temperature", "teacher_resolution"):
+                out.pop(key, None)
+        if self.is_labels:
+            out.pop("temperature", None)
+            out["mixup_p"] = self.final.get("mixup_p", out.get("mixup_p"))
+        for key in ("dataset", "num_train_examples"):
+            if self.final.get(key):
+                out[key] = self.final[key]
+        if is_number(self.final.get("step")) and self.finished:
+            out["planned_steps"] = out.get("steps")
+            out["steps"] = self.final["step"]
+        return out
+
+    def time_of(self, record: dict[str, Any], clock: str = "train_seconds") -> float | None:
+        """Training time at `record` (seconds; `clock` "train_seconds" or "train_cpu_seconds")."""
+        value = record.get(clock)
+        return float(value) if is_number(value) else None
+
+    def training_time(self, clock: str = "train_seconds") -> float | None:
+        """Training time of the whole run: from metrics.json, else the last logged record."""
+        if is_number(self.final.get(clock)):
+            return float(self.final[clock])
+        return next((float(r[clock]) for r in reversed(self.history) if is_number(r.get(clock))), None)
 
     @property
     def total_epochs(self) -> float | None:
         """Epochs reached: at the final metrics' step (the planned length for a finished run)."""
-        return self.epoch_of({"step": self.final.get("step", self.config.get("steps"))})
+        return self.epoch_of({"step": self.final.get("step", self.settings.get("steps"))})
 
     @property
     def planned_epochs(self) -> float | None:
-        return self.epoch_of({"step": self.config.get("steps")}) if self.config.get("steps") else None
+        steps = self.settings.get("planned_steps") or self.settings.get("steps")
+        return self.epoch_of({"step": steps}) if steps else None
 
     @property
     def status(self) -> str:
         if self.finished:
             return "finished"
-        step, planned = self.final.get("step"), self.config.get("steps")
+        step, planned = self.final.get("step"), self.settings.get("steps")
         if is_number(step) and is_number(planned) and step >= planned:
             return "trained; no final evaluation (no metrics.json)"
         return f"unfinished ({step if step is not None else '?'}/{planned if planned is not None else '?'} steps)"
@@ -164,7 +222,8 @@ def load_run(workdir: os.PathLike) -> Run:
         final = dict(evaluated[-1] if evaluated else (history[-1] if history else {}))
         finished = False
         where = f"step {final.get('step')}" if final.get("step") is not None else "the last record"
-        total = config.get("steps")
+        total = config.get("teacher_total_steps") if config.get("mode") == "labels" else None
+        total = total or config.get("steps")
         notes.append(
             f"no metrics.json: the run has not finished{f' ({total} steps planned)' if total else ''}; "
             f"final numbers are the periodic evaluation at {where}"
@@ -190,9 +249,10 @@ def load_run(workdir: os.PathLike) -> Run:
         data = config.get("data_dir", "DATA")
         split = config.get("test_split", "test")
         recipe = f" --config {config['recipe']}" if config.get("recipe") else ""  # the run's eval pp ratio
+        model_file = "teacher.keras" if "teacher_total_steps" in config else "student.keras"
         notes.append(
             "no evaluation.json (per-class gaps, calibration, cost): run "
-            f"`funmatch evaluate --student {workdir / 'student.keras'} --teacher {teacher} --data {data} "
+            f"`funmatch evaluate --student {workdir / model_file} --teacher {teacher} --data {data} "
             f"--split {split}{recipe} --json {evaluation_path}`"
         )
 

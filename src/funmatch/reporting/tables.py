@@ -33,9 +33,12 @@ TEACHER_COLUMNS = (
 
 CONFIG_ROWS = (
     "recipe", "variant", "mode", "dataset", "student", "teacher", "student_resolution", "teacher_resolution",
-    "batch_size", "steps", "epochs", "num_train_examples", "temperature", "mixup_p", "optimizer",
-    "learning_rate", "weight_decay", "warmup_steps", "clip_norm", "seed", "backend", "data_dir", "teacher_path",
+    "batch_size", "steps", "epochs", "num_train_examples", "temperature", "mixup_p", "crop_area_min", "optimizer",
+    "learning_rate", "weight_decay", "warmup_steps", "clip_norm", "max_wall_seconds", "max_cpu_seconds", "seed",
+    "backend", "data_dir", "teacher_path",
 )
+# Label-training runs: the trained model is "model", the teacher (if any) only measures agreement.
+LABEL_ROW_NAMES = {"student": "model", "student_resolution": "resolution", "teacher": "teacher (agreement only)"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,6 +78,8 @@ def format_value(key: str, value: Any) -> str:
         return f"{value_f:.2f}×"
     if words & {"kl", "loss"}:
         return f"{value_f:.4f}"
+    if "seconds" in words:  # durations: train_seconds, train_cpu_seconds, max_wall_seconds
+        return f"{value_f / 60:.1f} min" if abs(value_f) >= 60 else f"{value_f:.1f} s"
     if "bytes" in words:
         return f"{value_f / 2**20:.2f} MiB" if value_f >= 2**20 else f"{value_f / 2**10:.1f} KiB"
     if isinstance(value, (int, np.integer)):
@@ -177,14 +182,32 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_table(run: Run, index: int) -> Table:
+    """The settings the run ran with (see `Run.settings`), training time and the budget that stopped it."""
+    settings = run.settings
     rows = []
     for key in CONFIG_ROWS:
-        if key == "epochs" and run.planned_epochs is not None and not run.config.get("epochs"):
-            # The recipe set steps directly: show the passes over the training set they make.
-            rows.append([Cell("epochs (from steps)"), Cell(format_value(key, run.planned_epochs), run.planned_epochs)])
-        elif key in run.config:
-            rows.append([Cell(key), Cell.metric(key, run.config[key])])
-    return Table(f"config-{index}", "Run settings", ["setting", "value"], rows, caption=f"from {run.workdir / 'config.json'}")
+        name = LABEL_ROW_NAMES.get(key, key) if run.is_labels else key
+        if key == "epochs":
+            epochs = run.total_epochs if run.finished else run.planned_epochs
+            if epochs is not None:  # passes over the training set of the steps run (or planned)
+                rows.append([Cell("epochs (from steps)"), Cell(format_value(key, epochs), epochs)])
+            continue
+        if key == "steps" and "planned_steps" in settings and settings["planned_steps"] != settings.get("steps"):
+            rows.append([Cell("steps (run / planned)"), Cell.metric(key, settings["steps"], "step")])
+            rows.append([Cell("planned steps"), Cell.metric(key, settings["planned_steps"])])
+            continue
+        if key in ("max_wall_seconds", "max_cpu_seconds") and not settings.get(key):
+            continue
+        if key in settings:
+            rows.append([Cell(name), Cell.metric(key, settings[key])])
+    for key, title in (("train_seconds", "training time"), ("train_cpu_seconds", "training CPU time (process)")):
+        seconds = run.training_time(key)
+        if seconds is not None:
+            rows.append([Cell(title), Cell.metric(key, seconds)])
+    if run.final.get("stopped_by"):
+        rows.append([Cell("stopped by"), Cell(f"its time budget ({run.final['stopped_by']})")])
+    return Table(f"config-{index}", "Run settings", ["setting", "value"], rows,
+                 caption=f"from {run.workdir / 'config.json'}, with the steps, dataset and time the run recorded")
 
 
 def final_metrics_table(run: Run, index: int) -> Table:
@@ -209,7 +232,7 @@ def final_metrics_table(run: Run, index: int) -> Table:
 def comparison_table(runs: Sequence[Run]) -> Table:
     """One row per run on its main (test) split: the paper's mode / patience comparison."""
     columns = ["run", "mode", "student", "status", "steps", "epochs", "split", "accuracy", "agreement", "KL(teacher ‖ student)",
-               "teacher accuracy", "student − teacher"]
+               "teacher accuracy", "student − teacher", "training time", "CPU time"]
     rows = []
     for run in runs:
         split = run.main_split
@@ -219,9 +242,9 @@ def comparison_table(runs: Sequence[Run]) -> Table:
         rows.append([
             Cell(run.label),
             Cell(run.mode),
-            Cell(str(run.config.get("student", "?"))),
+            Cell(str(run.settings.get("student", "?"))),
             Cell(run.status),
-            Cell.metric("steps", run.final.get("step", run.config.get("steps"))),
+            Cell.metric("steps", run.final.get("step", run.settings.get("steps"))),
             Cell.metric("epochs", run.total_epochs),
             Cell(str(split)),
             Cell.metric(f"{split}_accuracy", accuracy),
@@ -229,9 +252,13 @@ def comparison_table(runs: Sequence[Run]) -> Table:
             Cell.metric(f"{split}_kl", run.final.get(f"{split}_kl")),
             Cell.metric(f"teacher_{split}_accuracy", teacher),
             Cell(format_value("accuracy_gap", gap), gap),  # derived: no JSON key
+            Cell.metric("train_seconds", run.training_time("train_seconds")),
+            Cell.metric("train_cpu_seconds", run.training_time("train_cpu_seconds")),
         ])
     return Table("comparison", "Comparison of runs", columns, rows,
-                 caption="final metrics on each run's test split (validation when a run has no test split)")
+                 caption="final metrics on each run's test split (validation when a run has no test split); "
+                         "training time: time in the training loop over all resumes, periodic evaluation excluded; "
+                         "CPU time: the process's CPU seconds over the same span (all cores)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,9 +303,30 @@ def evaluation_tables(evaluation: dict[str, Any], index: int) -> list[Table]:
     flat_rest = _flatten(rest)
     if flat_rest:
         rows = [[Cell(key), Cell.metric(key, value)] for key, value in flat_rest.items()]
+        spreads = latency_ratio_spreads(models)
+        for batch, (low, high) in spreads.items():
+            rows.append([Cell(f"ratios.latency_batch_{batch} spread"), Cell(f"{low:.2f}×–{high:.2f}×", numeric=True)])
+        caption = "ratios are teacher ÷ student"
+        if spreads:
+            caption += ("; a latency ratio is the ratio of the two medians, its spread the range the quartiles allow "
+                        "(teacher p25 ÷ student p75 to teacher p75 ÷ student p25): timings on a shared machine vary")
+        elif any(key.startswith("ratios.latency") for key in flat_rest):
+            caption += "; latency ratios are ratios of two medians measured one after the other, and vary with the machine's load"
         tables.append(Table(f"evaluation-shared-{index}", "Evaluation: fidelity, cost ratios, setup",
-                            ["quantity", "value"], rows, caption="ratios are teacher ÷ student"))
+                            ["quantity", "value"], rows, caption=caption))
     return tables
+
+
+def latency_ratio_spreads(models: dict[str, dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """{batch: (low, high)} teacher ÷ student latency ratios from the quartiles (`p25_ms`, `p75_ms`)."""
+    student, teacher = (models.get(name) or {} for name in ("student", "teacher"))
+    out = {}
+    for key, block in (student.get("latency") or {}).items():
+        other = (teacher.get("latency") or {}).get(key) or {}
+        values = [block.get("p25_ms"), block.get("p75_ms"), other.get("p25_ms"), other.get("p75_ms")]
+        if all(is_number(v) and v > 0 for v in values):
+            out[key.removeprefix("batch_")] = (values[2] / values[1], values[3] / values[0])
+    return out
 
 
 def _class_name(entry: dict[str, Any], position: int) -> str:
