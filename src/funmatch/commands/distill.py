@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from funmatch.commands import check_config, check_data_dir, check_file
+from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_file
 from funmatch.configs import MODES
 
 
@@ -14,14 +14,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="the teacher's .keras file (frozen during distillation)")
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes from it")
     parser.add_argument("--mode", choices=MODES, default=None, help="override the recipe's mode (default: function_matching)")
+    add_budget_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
 
 
 def main(args: argparse.Namespace) -> int:
-    check_config(args.config)
+    config = budget_config(args)
+    check_config(config)
     check_data_dir(args.data)
     check_file("--teacher", args.teacher)
     from funmatch.training.distill import distill  # the library (and Keras) after the cheap checks
 
-    distill(args.config, args.data, args.teacher, args.workdir, mode=args.mode, progress=not args.no_progress)
+    distill(config, args.data, args.teacher, args.workdir, mode=args.mode, progress=not args.no_progress)
     return 0

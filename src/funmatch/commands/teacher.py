@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from funmatch.commands import check_config, check_data_dir
+from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,13 +12,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes")
     parser.add_argument("--init", default=None, help="checkpoint to fine-tune from: official BiT .npz or a .keras file")
+    add_budget_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
-    check_config(args.config)
+    config = budget_config(args)
+    check_config(config)
     check_data_dir(args.data)
     from funmatch.training.labels import train_teacher  # the library (and Keras) after the cheap checks
 
-    train_teacher(args.config, args.data, args.workdir, init=args.init, progress=not args.no_progress)
+    train_teacher(config, args.data, args.workdir, init=args.init, progress=not args.no_progress)
     return 0

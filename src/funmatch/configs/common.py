@@ -75,6 +75,10 @@ class Config:
     eval_batch_size: int = 256
     eval_max_examples: int = 0  # 0 -> the whole split
     shuffle_buffer: int = 0  # 0 -> pipeline default
+    # Time budget (0: none). Training stops once either is spent, counted over all resumes with periodic
+    # evaluation excluded (`funmatch.training.loop.budget_spent`); the commands' --max-minutes / --max-cpu-minutes.
+    max_wall_seconds: float = 0.0
+    max_cpu_seconds: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -94,6 +98,9 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["steps"] = self.steps
+        for key in ("max_wall_seconds", "max_cpu_seconds"):  # no budget: the config.json of earlier runs
+            if not out[key]:
+                del out[key]
         return out
 
     def to_json(self) -> str:
@@ -116,6 +123,8 @@ class Config:
             raise FunmatchError(f"config field 'mixup_p' must be >= 0, got {self.mixup_p}")
         if self.total_steps < 0 or self.epochs < 0:
             raise FunmatchError("config fields 'epochs' and 'total_steps' must be >= 0")
+        if self.max_wall_seconds < 0 or self.max_cpu_seconds < 0:
+            raise FunmatchError("config fields 'max_wall_seconds' and 'max_cpu_seconds' must be >= 0 (0: no budget)")
         if not self.total_steps and not self.epochs:
             raise FunmatchError("config: no training length (set 'epochs' or 'total_steps')")
         return self

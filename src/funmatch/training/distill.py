@@ -138,7 +138,7 @@ def save_input_grid(dataset, config: Config, path) -> None:
         out, a = mixup(views, seed=keras.random.SeedGenerator(config.seed), p=config.mixup_p)
         mixed = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
         coefficient = float(keras.ops.convert_to_numpy(a))
-    save_augmentation_grid(views, mixed, path, mixup_coefficient=coefficient)
+    save_augmentation_grid(views, mixed, path, mixup_coefficient=coefficient, mode=config.mode)
 
 
 def distill(
@@ -246,17 +246,21 @@ def distill(
         }
 
     chunk = min(config.checkpoint_every, config.steps)
-    fit_resumable(
+    loop = fit_resumable(
         distiller, make_dataset, workdir=workdir, total_steps=config.steps, chunk_steps=chunk, groups=groups,
         images_per_step=config.batch_size, steps_per_data_epoch=num_train / config.batch_size,
         keep_checkpoints=config.keep_checkpoints, evaluate=evaluate,
         eval_every=max(chunk, (config.eval_every // chunk) * chunk), progress=progress,
         description=f"distill {config.recipe}",
         extra_callbacks=[keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq="epoch")],
+        budget={"max_wall_seconds": config.max_wall_seconds, "max_cpu_seconds": config.max_cpu_seconds},
     )
 
     # --- Final evaluation on the full splits, student.keras, metrics.json. ---
-    final = {"step": config.steps, "mode": config.mode, "recipe": config.recipe, **teacher_metrics}
+    # `step`: where training ended (a time budget may stop it before config.steps); the training clocks.
+    final = {"step": loop["step"], "mode": config.mode, "recipe": config.recipe, "dataset": card.get("name", config.dataset),
+             "train_seconds": loop["train_seconds"], "train_cpu_seconds": loop["train_cpu_seconds"],
+             "stopped_by": loop["stopped_by"], **teacher_metrics}
     if config.eval_max_examples:  # periodic evaluation ran on subsets: evaluate both models on the full splits
         teacher_full = _teacher_eval(workdir / "final_eval", teacher, dataclasses.replace(config, eval_max_examples=0),
                                      data_dir, eval_splits)
@@ -264,7 +268,7 @@ def distill(
             final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
         final.update(student_metrics(0, teacher_full))
     else:  # the last periodic evaluation was already on the full splits at the final step
-        done = last_evaluation.get("step") == config.steps
+        done = last_evaluation.get("step") == loop["step"]
         final.update(last_evaluation["metrics"] if done else student_metrics(0, teacher_eval))
     final["wall_time_sec_this_process"] = time.time() - started
     atomic_save_keras(student, workdir / "student.keras")

@@ -19,6 +19,20 @@ from typing import Any, Callable, Sequence
 from funmatch.errors import FunmatchError
 from funmatch.training.checkpoints import Checkpointer
 
+BUDGET_KEYS = ("max_wall_seconds", "max_cpu_seconds")
+
+
+def budget_spent(budget: dict[str, float] | None, train_seconds: float, train_cpu_seconds: float) -> str | None:
+    """The budget key a run has used up ("max_wall_seconds" or "max_cpu_seconds"), or None.
+
+    `budget` maps those keys to seconds (0 or missing: no limit). The clocks are the run's own, over
+    all its resumes, periodic evaluation excluded: `train_seconds` (elapsed) and `train_cpu_seconds`
+    (the process's CPU time, all threads). Sizing two runs by the same clock keeps them at equal
+    training time even when the machine gets busier during one of them.
+    """
+    spent = {"max_wall_seconds": train_seconds, "max_cpu_seconds": train_cpu_seconds}
+    return next((key for key in BUDGET_KEYS if (budget or {}).get(key) and spent[key] >= float(budget[key])), None)
+
 
 def _build_loop_callback(
     *,
@@ -36,6 +50,8 @@ def _build_loop_callback(
     description: str,
     loss_key: str = "loss",
     previous_train_seconds: float = 0.0,
+    previous_train_cpu_seconds: float = 0.0,
+    budget: dict[str, float] | None = None,
 ):
     import keras
 
@@ -53,6 +69,15 @@ def _build_loop_callback(
             # compilation included, periodic evaluation excluded.
             self.train_seconds_before = float(previous_train_seconds)
             self.train_begin_time = None
+            self.train_cpu_seconds_before = float(previous_train_cpu_seconds)  # process CPU time, likewise
+            self.train_begin_cpu = None
+            self.stopped_by = None  # the budget key that stopped the run
+            self.recorded = (self.train_seconds_before, self.train_cpu_seconds_before)  # at the last chunk end
+
+        def spent(self) -> tuple[float, float]:
+            """(train_seconds, train_cpu_seconds) of the run so far."""
+            return (self.train_seconds_before + time.perf_counter() - self.train_begin_time,
+                    self.train_cpu_seconds_before + time.process_time() - self.train_begin_cpu)
 
         def on_train_begin(self, logs=None):
             if progress:
@@ -64,6 +89,7 @@ def _build_loop_callback(
                 )
             self.chunk_start_time = time.perf_counter()
             self.train_begin_time = time.perf_counter()
+            self.train_begin_cpu = time.process_time()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.chunk_start_time = time.perf_counter()
@@ -85,6 +111,10 @@ def _build_loop_callback(
                 self.bar.update(1)
             if self.step >= total_steps:
                 self.model.stop_training = True
+            elif budget:
+                self.stopped_by = budget_spent(budget, *self.spent())
+                if self.stopped_by:  # Keras ends the chunk here: on_epoch_end evaluates and checkpoints
+                    self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
             elapsed = time.perf_counter() - self.chunk_start_time
@@ -94,22 +124,27 @@ def _build_loop_callback(
                 "epoch": self.step / steps_per_data_epoch if steps_per_data_epoch else None,
                 "images_per_sec": steps_done * images_per_step / max(elapsed, 1e-9),
                 "wall_time": time.time(),
-                "train_seconds": self.train_seconds_before + time.perf_counter() - self.train_begin_time,
             }
+            record["train_seconds"], record["train_cpu_seconds"] = self.recorded = self.spent()
             record.update({f"train_{k}": float(v) for k, v in (logs or {}).items()})
-            last = self.step >= total_steps
+            last = self.step >= total_steps or self.stopped_by is not None
+            if self.stopped_by:
+                record["stopped_by"] = self.stopped_by
             if evaluate is not None and (last or (eval_every and self.step % eval_every == 0)):
-                eval_started = time.perf_counter()
+                eval_started, eval_started_cpu = time.perf_counter(), time.process_time()
                 results = evaluate(self.step)
                 # Periodic evaluation is not training time (runs are compared at equal training time).
                 self.train_seconds_before -= time.perf_counter() - eval_started
+                self.train_cpu_seconds_before -= time.process_time() - eval_started_cpu
                 record.update(results)
                 if self.bar is not None and results:
                     shown = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if isinstance(v, float))
                     self.bar.write(f"step {self.step}: {shown}")
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            checkpointer.save(self.step, groups(), {"epoch": record["epoch"], "train_seconds": record["train_seconds"]})
+            checkpointer.save(self.step, groups(), {"epoch": record["epoch"], "train_seconds": record["train_seconds"],
+                                                    "train_cpu_seconds": record["train_cpu_seconds"],
+                                                    "stopped_by": self.stopped_by})
 
         def on_train_end(self, logs=None):
             if self.bar is not None:
@@ -134,21 +169,27 @@ def fit_resumable(
     progress: bool = True,
     description: str = "train",
     extra_callbacks: Sequence[Any] = (),
-) -> int:
-    """Run `model.fit` from the latest checkpoint in `workdir` up to `total_steps`.
+    budget: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Run `model.fit` from the latest checkpoint in `workdir` up to `total_steps`, or until `budget`
+    (see `budget_spent`; it counts over all resumes) is spent: the run then ends at that step.
 
     `make_dataset(start_step)` must return the training dataset positioned at `start_step` (the data
-    pipeline's resume contract). `groups()` returns the variables that make up the state. Returns the
-    step the run started from (0 for a fresh run; `total_steps` when it was already complete).
+    pipeline's resume contract). `groups()` returns the variables that make up the state. Returns
+    {"start_step" (0 for a fresh run), "step" (where it ended), "train_seconds", "train_cpu_seconds",
+    "stopped_by" (the budget key, or None)}; a complete run returns at once.
     """
     import keras
 
     workdir = pathlib.Path(workdir)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=keep_checkpoints)
-    meta = checkpointer.restore(groups())
-    start_step = int(meta["step"]) if meta else 0
-    if start_step >= total_steps:
-        return start_step
+    meta = checkpointer.restore(groups()) or {}
+    start_step = int(meta.get("step", 0))
+    seconds, cpu_seconds = float(meta.get("train_seconds", 0.0)), float(meta.get("train_cpu_seconds", 0.0))
+    spent = budget_spent(budget, seconds, cpu_seconds)
+    if start_step >= total_steps or spent:
+        return {"start_step": start_step, "step": start_step, "train_seconds": seconds,
+                "train_cpu_seconds": cpu_seconds, "stopped_by": meta.get("stopped_by") or spent}
     if start_step % chunk_steps:
         raise FunmatchError(
             f"checkpoint at step {start_step} in {workdir} is not on a chunk boundary of {chunk_steps} steps; "
@@ -167,7 +208,9 @@ def fit_resumable(
         workdir=workdir,
         progress=progress,
         description=description,
-        previous_train_seconds=float(meta.get("train_seconds", 0.0)) if meta else 0.0,
+        previous_train_seconds=seconds,
+        previous_train_cpu_seconds=cpu_seconds,
+        budget=budget,
     )
     callbacks = [loop, keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True), *extra_callbacks]
     model.fit(
@@ -179,4 +222,6 @@ def fit_resumable(
         shuffle=False,  # the pipeline shuffles (deterministically, for exact resume)
         verbose=0,
     )
-    return start_step
+    seconds, cpu_seconds = loop.recorded
+    return {"start_step": start_step, "step": loop.step, "train_seconds": seconds, "train_cpu_seconds": cpu_seconds,
+            "stopped_by": loop.stopped_by}
