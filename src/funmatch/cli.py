@@ -132,7 +132,47 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"funmatch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = file_error_message(e)
+        if message is None:
+            raise  # a bug: the traceback is what a report needs
+        print(f"funmatch {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def file_error_message(error: BaseException) -> str | None:
+    """One line naming the file and the cause for the errors a damaged or unwritable file raises
+    (OSError, a damaged zip / npz / JSON, TensorFlow's DataLossError and other file errors); None for
+    anything else. The library names the file itself where it can; this is the last line of defence."""
+    import json
+    import zipfile
+
+    if isinstance(error, OSError):
+        cause = error.strerror or str(error) or type(error).__name__
+        where = error.filename if error.filename is not None else "a file could not be read or written"
+        other = f" -> {error.filename2}" if getattr(error, "filename2", None) else ""
+        return f"{where}{other}: {cause}"
+    if isinstance(error, (zipfile.BadZipFile, EOFError, json.JSONDecodeError)):
+        return f"a damaged file ({type(error).__name__}: {_first_line(error)}); the command above names its inputs"
+    tensorflow = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tensorflow, "errors", None), "OpError", None)
+    if op_error is not None and isinstance(error, op_error):
+        names = {"DataLossError": "a damaged record file (truncated or corrupted; re-run `funmatch prepare`)",
+                 "ResourceExhaustedError": "out of memory or disk space",
+                 "PermissionDeniedError": "permission denied",
+                 "NotFoundError": "a file was not found",
+                 "UnavailableError": "a resource is unavailable"}
+        kind = names.get(type(error).__name__)
+        if kind is None:
+            return None
+        return f"{kind}: {_first_line(error.message if hasattr(error, 'message') else error)}"
+    return None
+
+
+def _first_line(error) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 if __name__ == "__main__":
