@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
     parser.add_argument("--name", default=None, help="dataset name in the card (default: from the source)")
     parser.add_argument("--tfds-data-dir", default=None, help="tfds data folder (default: tfds' own)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument("--shuffle-seed", type=int, default=0,
+                       help="records are written in a random order drawn from this seed (default 0)")
+    order.add_argument("--keep-order", action="store_true", help="write records in source order instead")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -50,9 +54,16 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         name=args.name,
         tfds_data_dir=args.tfds_data_dir,
+        shuffle_seed=None if args.keep_order else args.shuffle_seed,
     )
     for split, info in card["splits"].items():
         print(f"{split}: {info['num_examples']} examples in {info['num_shards']} shard(s)"
               + (f", {info['num_skipped']} skipped" if info["num_skipped"] else ""))
+    if card.get("num_ignored"):
+        print(f"{card['num_ignored']} file(s) were not images and are left out (listed under 'ignored' in "
+              f"{args.out}/dataset.json), e.g. {card['ignored'][0]['path']} ({card['ignored'][0]['reason']})")
+    if "validation" not in card["splits"]:
+        print("no validation split: training needs one; re-run with --val-fraction 0.1 (folder sources) to carve "
+              "one from train, or name it in the source (tfds:NAME:train=train[:90%],validation=train[90%:])")
     print(f"wrote {args.out} ({card['num_classes']} classes)")
     return 0

@@ -21,7 +21,7 @@ import sys
 import tensorflow as tf
 
 from funmatch.data import ops
-from funmatch.data.tfrecords import read_records, split_info
+from funmatch.data.tfrecords import parse_example, read_records, shard_paths, split_info
 from funmatch.errors import FunmatchError
 
 MASK_KEY = "_mask"
@@ -111,7 +111,7 @@ def train_dataset(
     shuffle_buffer: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
-    cache: bool = True,
+    cache: bool | None = None,
 ) -> tf.data.Dataset:
     """An infinite, deterministic stream of training batches.
 
@@ -122,9 +122,14 @@ def train_dataset(
       batch_size: examples per batch on this process.
       seed: run seed; the whole stream is a function of it.
       start_step: first batch to yield; batches equal those of a run from 0 at the same step.
-      shuffle_buffer: default: the whole (per-process) split, capped at 50,000.
+      shuffle_buffer: default: the whole (per-process) split, capped at 50,000. When the buffer covers
+        the split, each epoch is a uniform shuffle of it; when it does not (Food101, ImageNet), each epoch
+        reads the shards in its own seeded order, interleaved record by record, into the buffer, so that
+        the buffer's window differs between epochs (and `prepare` already wrote the records in a random
+        order, so a window never holds a few classes only).
       process_index, process_count: this host's share of the split (defaults: jax's, else 0/1).
-      cache: keep the undecoded records in memory after the first epoch.
+      cache: keep the undecoded records in memory after the first epoch (default: when the buffer covers
+        the split; a split larger than the buffer is streamed from its files every epoch).
 
     Returns:
       tf.data.Dataset of dicts of batched tensors `[batch_size, ...]` with the keys the pp spec
@@ -142,17 +147,32 @@ def train_dataset(
     preprocess, batch_fn = ops.get_split_preprocess_fns(pp_spec)
     finalize = _finalize(pp_spec)
 
-    records = read_records(data_dir, split).shard(process_count, process_index)
-    if cache:
-        records = records.cache()
+    records = read_records(data_dir, split)
+    windowed = buffer < local_count  # the buffer sees a window of the split: interleave shards per epoch
+    if not windowed:
+        records = records.shard(process_count, process_index)
+        if cache is None or cache:
+            records = records.cache()
 
     start_position = start_step * batch_size
     start_epoch, start_offset = divmod(start_position, local_count)
     seed_tensor = tf.constant(seed, tf.int64)
 
+    paths = shard_paths(data_dir, split, int(split_info(data_dir, split)["num_shards"]))
+
     def one_epoch(epoch):
         epoch_seed = seed_tensor * _EPOCH_SEED_MULTIPLIER + epoch
-        return records.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        if not windowed:
+            return records.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        # This epoch's shard order, read record by record from up to 16 shards at once.
+        files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=epoch_seed,
+                                                                  reshuffle_each_iteration=False)
+        interleaved = files.interleave(lambda path: tf.data.TFRecordDataset(path, buffer_size=1 << 20),
+                                       cycle_length=min(len(paths), 16), block_length=1,
+                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        interleaved = interleaved.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return interleaved.shard(process_count, process_index).shuffle(buffer, seed=epoch_seed,
+                                                                      reshuffle_each_iteration=False)
 
     with _without_global_seed():
         stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)

@@ -11,8 +11,17 @@ JPEG at `--jpeg-quality`. A JPEG that is already RGB, upright and small enough i
 for byte (no generation loss). Files that cannot be decoded stop the run with one error listing
 them, unless `--skip-bad`, which leaves them out and records them in the card.
 
+Records are written in a seeded random order (`--shuffle-seed`, default 0; `--keep-order` writes them
+in source order), so that a class-sorted source (an ImageFolder, class by class) does not feed training
+batches from a sliding window of classes when the split is larger than the shuffle buffer. A listed
+source (folder) is permuted in memory; a streamed one (tfds, TFRecords) is spread over temporary
+bucket files at random and each bucket is permuted as it is written.
+
 The output is written to a hidden sibling folder and renamed to DIR only when complete, so an
-interrupted or failed run never leaves a DIR that looks complete.
+interrupted or failed run never leaves a DIR that looks complete; the hidden folders of killed runs are
+removed by the next run. Files of a folder source that are not images (dangling symlinks, other
+extensions, sub-folders) are listed in the card's `ignored`; a class left without images (all of them
+undecodable, with `--skip-bad`) is an error.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import itertools
 import os
 import pathlib
 import shutil
+import zlib
 from typing import Any
 
 import numpy as np
@@ -33,6 +43,10 @@ from funmatch.errors import FunmatchError
 
 DEFAULT_EXAMPLES_PER_SHARD = 1024
 MAX_LISTED_BAD_FILES = 20
+MAX_LISTED_IGNORED_FILES = 1000
+# Streamed sources are shuffled through temporary bucket files of about this many examples each.
+EXAMPLES_PER_BUCKET = 5_000
+MAX_BUCKETS = 512
 
 
 class BadImage(Exception):
@@ -131,6 +145,7 @@ def prepare(
     progress: bool = True,
     name: str | None = None,
     tfds_data_dir: str | None = None,
+    shuffle_seed: int | None = 0,
 ) -> dict:
     """Converts `source` into TFRecord shards + dataset card under `out_dir`; returns the card.
 
@@ -148,6 +163,7 @@ def prepare(
       progress: show a tqdm progress bar per split.
       name: dataset name in the card (default: from the source).
       tfds_data_dir: tfds data folder (default: tfds' own, or $TFDS_DATA_DIR).
+      shuffle_seed: records are written in a random order drawn from this seed; None: source order.
     """
     out_dir = pathlib.Path(out_dir).expanduser().absolute()
     _check_out_dir(out_dir, overwrite)
@@ -162,23 +178,39 @@ def prepare(
         source, splits=splits, val_fraction=val_fraction, test_fraction=test_fraction, tfds_data_dir=tfds_data_dir
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
     try:
-        split_cards, skipped, max_label = {}, [], -1
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(out_dir)
+        temporary = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        temporary.mkdir()
+    except OSError as error:
+        raise FunmatchError(f"--out {out_dir}: cannot write there ({error.strerror or error})") from None
+    try:
+        split_cards, skipped, max_label, seen = {}, [], -1, {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             for split, source_split in opened.splits.items():
-                card, bad, split_max_label = _write_split(
-                    temporary, split, source_split, pool,
-                    shorter_side=shorter_side, jpeg_quality=jpeg_quality,
-                    examples_per_shard=examples_per_shard, chunk=16 * workers, progress=progress,
-                )
+                try:
+                    card, bad, split_max_label, seen[split] = _write_split(
+                        temporary, split, source_split, pool,
+                        shorter_side=shorter_side, jpeg_quality=jpeg_quality,
+                        examples_per_shard=examples_per_shard, chunk=16 * workers, progress=progress,
+                        shuffle_seed=shuffle_seed,
+                    )
+                except FunmatchError:
+                    raise
+                except Exception as error:
+                    if not _is_write_error(error):
+                        raise
+                    message = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+                    raise FunmatchError(
+                        f"--out {out_dir}: cannot write split {split!r} ({str(message).splitlines()[0]})"
+                    ) from None
                 split_cards[split] = card
                 skipped.extend(bad)
                 max_label = max(max_label, split_max_label)
+        skipped.sort(key=lambda item: (item["split"], sources_lib.natural_key(item["id"])))
         if skipped and not skip_bad:
             listed = ", ".join(f"{item['id']} ({item['reason']})" for item in skipped[:MAX_LISTED_BAD_FILES])
             more = len(skipped) - MAX_LISTED_BAD_FILES
@@ -193,6 +225,13 @@ def prepare(
         for split, card in split_cards.items():
             counts = card["per_class_counts"]
             card["per_class_counts"] = [counts.get(i, 0) for i in range(len(class_names))]
+            emptied = [class_names[i] for i, n in sorted(seen[split].items()) if n and not counts.get(i, 0)]
+            if emptied:
+                raise FunmatchError(
+                    f"{source}: split {split!r}: class(es) {', '.join(map(repr, emptied[:10]))} have no image left "
+                    "(every file undecodable, skipped by --skip-bad); fix or remove those files"
+                )
+        ignored = list(getattr(opened, "ignored", []))
         card = {
             "name": name or opened.name,
             "class_names": class_names,
@@ -207,10 +246,13 @@ def prepare(
                 "val_fraction": val_fraction,
                 "test_fraction": test_fraction,
                 "skip_bad": skip_bad,
+                "order": "source" if shuffle_seed is None else f"shuffled (seed {shuffle_seed})",
             },
             "format": {"image": "JPEG, RGB", "label": "int64", "id": "bytes (utf-8)", "index": "int64 0..N-1"},
             "funmatch_version": __version__,
             "skipped": skipped,
+            "num_ignored": len(ignored),
+            "ignored": ignored[:MAX_LISTED_IGNORED_FILES],
         }
         from funmatch.data.tfrecords import write_card
 
@@ -229,6 +271,38 @@ def prepare(
             shutil.rmtree(temporary, ignore_errors=True)
 
 
+def _remove_leftovers(out_dir: pathlib.Path) -> None:
+    """Removes `.DIR.partial-PID` / `.DIR.previous-PID` folders of prepare runs that were killed (PID gone)."""
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, pid = leftover.name[len(out_dir.name) + 2:].rpartition("-")
+        if kind not in ("partial", "previous") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_write_error(error: BaseException) -> bool:
+    """OSError (disk full, file too large, read-only) or a TensorFlow file error while writing shards."""
+    if isinstance(error, OSError):
+        return True
+    return type(error).__module__.startswith("tensorflow") and hasattr(error, "message")
+
+
+def _split_rng(seed: int, split: str):
+    return np.random.default_rng([int(seed), zlib.crc32(split.encode())])
+
+
 def _process(example: sources_lib.SourceExample, shorter_side, jpeg_quality):
     try:
         return example, encode_image(example.load(), shorter_side, jpeg_quality), None
@@ -239,45 +313,105 @@ def _process(example: sources_lib.SourceExample, shorter_side, jpeg_quality):
 
 
 def _write_split(directory, split, source_split, pool, *, shorter_side, jpeg_quality, examples_per_shard, chunk,
-                 progress):
-    """Encodes and writes one split in source order; returns (split card, bad files, max label)."""
+                 progress, shuffle_seed=0):
+    """Encodes and writes one split, in a seeded random order (source order with `shuffle_seed=None`).
+
+    Returns (split card, bad files, max label, {label: examples in the source, bad ones included}).
+    """
     from tqdm.auto import tqdm
 
     from funmatch.data.tfrecords import SplitWriter  # TensorFlow, imported when a split is written
 
     writer = SplitWriter(directory, split, examples_per_shard)
     counts: dict[int, int] = {}
+    seen: dict[int, int] = {}
     heights, widths, bad = [], [], []
     max_label = -1
+    examples = source_split.examples
+    buckets = None
+    if shuffle_seed is not None:
+        rng = _split_rng(shuffle_seed, split)
+        if isinstance(examples, (list, tuple)):
+            examples = [examples[i] for i in rng.permutation(len(examples))]
+        else:
+            buckets = _Buckets(directory, split, source_split.size, rng)
     bar = tqdm(total=source_split.size, desc=f"prepare {split}", unit="img", disable=not progress, dynamic_ncols=True)
     try:
-        iterator = iter(source_split.examples)
+        iterator = iter(examples)
         while batch := list(itertools.islice(iterator, chunk)):
             for example, encoded, error in pool.map(lambda e: _process(e, shorter_side, jpeg_quality), batch):
                 bar.update(1)
+                seen[example.label] = seen.get(example.label, 0) + 1
                 if encoded is None:
                     bad.append({"split": split, "id": example.example_id, "reason": error})
                     continue
                 if example.label < 0:
                     raise FunmatchError(f"{example.example_id}: negative label {example.label}")
                 jpeg, height, width = encoded
-                writer.write(jpeg, example.label, example.example_id)
+                if buckets is not None:
+                    buckets.add(jpeg, example.label, example.example_id)
+                else:
+                    writer.write(jpeg, example.label, example.example_id)
                 counts[example.label] = counts.get(example.label, 0) + 1
                 heights.append(height)
                 widths.append(width)
                 max_label = max(max_label, example.label)
+        if buckets is not None:
+            buckets.write_shuffled(writer)
     finally:
         bar.close()
         num_shards = writer.close()
+        if buckets is not None:
+            buckets.remove()
     card = {
         "num_examples": writer.num_examples,
         "num_shards": num_shards,
+        "shard_lengths": list(writer.shard_lengths),
+        "shard_bytes": list(writer.shard_bytes),
         "per_class_counts": counts,
         "image_size": {"height": _size_stats(heights), "width": _size_stats(widths),
                        "shorter_side": _size_stats([min(h, w) for h, w in zip(heights, widths)])},
         "num_skipped": len(bad),
     }
-    return card, bad, max_label
+    return card, bad, max_label, seen
+
+
+class _Buckets:
+    """A bounded-memory shuffle of a stream: each example goes to a random temporary bucket file; the
+    buckets are then read one at a time, permuted and written out (a two-pass external shuffle)."""
+
+    def __init__(self, directory, split: str, size: int | None, rng):
+        import tensorflow as tf
+
+        count = MAX_BUCKETS // 4 if not size else -(-size // EXAMPLES_PER_BUCKET)
+        self.rng = rng
+        self.paths = [pathlib.Path(directory) / f".bucket-{split}-{i:04d}" for i in range(max(1, min(count, MAX_BUCKETS)))]
+        self.writers = [tf.io.TFRecordWriter(str(p)) for p in self.paths]
+
+    def add(self, jpeg: bytes, label: int, example_id: str) -> None:
+        from funmatch.data.tfrecords import serialize_example
+
+        self.writers[self.rng.integers(len(self.writers))].write(serialize_example(jpeg, label, example_id, -1))
+
+    def write_shuffled(self, writer) -> None:
+        import tensorflow as tf
+
+        for bucket in self.writers:
+            bucket.close()
+        self.writers = []
+        for path in self.paths:
+            records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+            for i in self.rng.permutation(len(records)):
+                feature = tf.train.Example.FromString(records[i]).features.feature
+                writer.write(feature["image"].bytes_list.value[0], int(feature["label"].int64_list.value[0]),
+                             feature["id"].bytes_list.value[0].decode("utf-8"))
+            path.unlink()
+
+    def remove(self) -> None:
+        for bucket in self.writers:
+            bucket.close()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 __all__ = ["encode_image", "prepare"]

@@ -57,6 +57,9 @@ class Source:
     class_names: list[str] | None
     splits: dict[str, SourceSplit]
     details: dict
+    # Files a folder source leaves out (not images: other extensions, dangling symlinks, sub-folders):
+    # [{"path": relative path, "reason": ...}]; `prepare` lists them in the card.
+    ignored: list[dict] = dataclasses.field(default_factory=list)
 
 
 def natural_key(text: str) -> list:
@@ -101,19 +104,39 @@ def open_source(
 # folder:PATH
 
 
-def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+def _image_files(folder: pathlib.Path, ignored: list[pathlib.Path | tuple] | None = None) -> list[pathlib.Path]:
+    """The image files of a class folder, in natural order; everything else is appended to `ignored`
+    as (path, reason)."""
+    files = []
+    for path in folder.iterdir():
+        if path.is_symlink() and not path.exists():
+            reason = "dangling symlink"
+        elif path.is_dir():
+            reason = "sub-folder (not read)"
+        elif not path.is_file():
+            reason = "not a regular file"
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            reason = f"not an image extension ({'/'.join(IMAGE_EXTENSIONS)})"
+        else:
+            files.append(path)
+            continue
+        if ignored is not None:
+            ignored.append((path, reason))
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _class_folders(split_folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+def _class_folders(split_folder: pathlib.Path, ignored: list | None = None) -> dict[str, list[pathlib.Path]]:
     classes = {}
-    for folder in sorted((p for p in split_folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                         key=lambda p: p.name):
-        files = _image_files(folder)
+    for path in sorted(split_folder.iterdir(), key=lambda p: p.name):
+        if not path.is_dir() or path.name.startswith("."):
+            if ignored is not None:
+                ignored.append((path, "dangling symlink" if path.is_symlink() and not path.exists()
+                                else "hidden folder" if path.is_dir() else "file outside a class folder"))
+            continue
+        files = _image_files(path, ignored)
         if not files:
-            raise FunmatchError(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
-        classes[folder.name] = files
+            raise FunmatchError(f"{path}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
+        classes[path.name] = files
     if not classes:
         raise FunmatchError(f"{split_folder}: no class folders found")
     return classes
@@ -142,13 +165,26 @@ def _open_folder(path_text: str, *, val_fraction: float, test_fraction: float) -
     for flag, fraction in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= fraction < 1.0:
             raise FunmatchError(f"{flag} must be in [0, 1), got {fraction}")
-    subfolders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    split_folders = {SPLIT_FOLDER_NAMES[p.name.lower()]: p for p in subfolders if p.name.lower() in SPLIT_FOLDER_NAMES}
+    subfolders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    split_folders: dict[str, pathlib.Path] = {}
+    for folder in subfolders:
+        split = SPLIT_FOLDER_NAMES.get(folder.name.lower())
+        if split is None:
+            continue
+        if split in split_folders:  # `val/` + `validation/`, `Train/` + `train/`: which one is meant?
+            raise FunmatchError(
+                f"folder:{path_text}: folders {split_folders[split].name!r} and {folder.name!r} are both split "
+                f"{split!r}; merge them or move one away"
+            )
+        split_folders[split] = folder
+    ignored: list[tuple[pathlib.Path, str]] = []
     if split_folders:
-        per_split = {split: _class_folders(folder) for split, folder in split_folders.items()}
+        per_split = {split: _class_folders(folder, ignored) for split, folder in split_folders.items()}
         layout = "splits"
+        ignored += [(p / "", "folder that is not a split (train, validation, val, valid, test)")
+                    for p in subfolders if p.name.lower() not in SPLIT_FOLDER_NAMES]
     else:
-        per_split = {"train": _class_folders(root)}
+        per_split = {"train": _class_folders(root, ignored)}
         layout = "flat"
 
     # Every split must have the same classes.
@@ -203,7 +239,10 @@ def _open_folder(path_text: str, *, val_fraction: float, test_fraction: float) -
         splits[split] = SourceSplit(examples=examples, size=len(examples))
     details = {"kind": "folder", "path": str(root), "layout": layout, "class_dirs": class_dirs,
                "val_fraction": val_fraction, "test_fraction": test_fraction}
-    return Source(name=root.name, class_names=class_names, splits=splits, details=details)
+    # The root's own files (labels.txt, README, checksums) are metadata, not ignored images.
+    listed = [{"path": path.relative_to(root).as_posix() + ("/" if path.is_dir() else ""), "reason": reason}
+              for path, reason in ignored if not (path.parent == root and not path.is_dir())]
+    return Source(name=root.name, class_names=class_names, splits=splits, details=details, ignored=listed)
 
 
 # ------------------------------------------------------------------------------------------------

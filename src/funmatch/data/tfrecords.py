@@ -10,6 +10,11 @@ id such as the source file's relative path) and `index` (int64: 0..N-1, the exam
 its split; used to key per-example caches such as teacher logits). Example i of a split lives in
 shard i // examples_per_shard, so reading the shards in order gives the examples in index order.
 Sizes always come from the card, never from file names.
+
+The card also keeps each shard's record count and byte size (`shard_lengths`, `shard_bytes`). Resume
+positions and epoch figures are computed from the counts, so `read_records` checks them against the
+files once per process (`verify_split`: file sizes, then the record headers, without decoding): a
+truncated, replaced or hand-edited split stops the run with one line naming the shard.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class SplitWriter:
         self.split = split
         self.examples_per_shard = examples_per_shard
         self.num_examples = 0
+        self.shard_lengths: list[int] = []  # records per shard, in shard order
+        self.shard_bytes: list[int] = []  # file size per shard (after close)
         self._partial_paths: list[pathlib.Path] = []
         self._writer: tf.io.TFRecordWriter | None = None
 
@@ -87,9 +94,11 @@ class SplitWriter:
             path = self.directory / f"{self.split}-{len(self._partial_paths):05d}.partial"
             self._partial_paths.append(path)
             self._writer = tf.io.TFRecordWriter(str(path))
+            self.shard_lengths.append(0)
         index = self.num_examples
         self._writer.write(serialize_example(image, label, example_id, index))
         self.num_examples += 1
+        self.shard_lengths[-1] += 1
         return index
 
     def _close_current(self) -> None:
@@ -101,8 +110,11 @@ class SplitWriter:
         """Finishes the shards (renames them to their final names); returns the number of shards."""
         self._close_current()
         num_shards = len(self._partial_paths)
+        self.shard_bytes = []
         for i, path in enumerate(self._partial_paths):
-            path.rename(self.directory / shard_name(self.split, i, num_shards))
+            final = self.directory / shard_name(self.split, i, num_shards)
+            path.rename(final)
+            self.shard_bytes.append(final.stat().st_size)
         return num_shards
 
 
@@ -147,14 +159,93 @@ def split_info(data_dir, split: str, card: dict | None = None) -> dict:
     """The card's entry for `split`; FunmatchError naming the available splits if absent."""
     card = load_card(data_dir) if card is None else card
     if split not in card["splits"]:
-        raise FunmatchError(
-            f"{pathlib.Path(data_dir) / CARD_NAME}: no split {split!r} (available: {', '.join(card['splits'])})"
-        )
+        check_splits(card, data_dir, [split])
     return card["splits"][split]
 
 
+def check_splits(card: dict, data_dir, splits) -> None:
+    """FunmatchError naming the first of `splits` the card lacks, the splits it has, and the way out."""
+    for split in splits:
+        if split not in card["splits"]:
+            hint = {"validation": "; re-run `funmatch prepare` with --val-fraction 0.1 to carve one from train",
+                    "test": "; re-run `funmatch prepare` with --test-fraction 0.1 to carve one from train"}.get(split, "")
+            raise FunmatchError(
+                f"--data {data_dir}: no split {split!r} in {CARD_NAME} (it has: {', '.join(card['splits'])}){hint}"
+            )
+
+
+def count_records(path) -> int:
+    """Records in a TFRecord file, from the length headers alone (no payload is read or decoded).
+
+    Raises FunmatchError naming the file when it ends inside a record (truncated).
+    """
+    import struct
+
+    count, size = 0, os.path.getsize(path)
+    with open(path, "rb", buffering=1 << 16) as f:
+        position = 0
+        while position < size:
+            header = f.read(12)  # uint64 length + uint32 masked CRC of the length
+            if len(header) < 12:
+                raise FunmatchError(f"{path}: truncated inside the header of record {count} (re-run `funmatch prepare`)")
+            (length,) = struct.unpack("<Q", header[:8])
+            position += 12 + length + 4
+            if position > size:
+                raise FunmatchError(f"{path}: truncated inside record {count} (re-run `funmatch prepare`)")
+            f.seek(position)
+            count += 1
+    return count
+
+
+_VERIFIED: set = set()
+
+
+def verify_split(data_dir, split: str, card: dict | None = None) -> None:
+    """Checks the records of `split` against its card: every shard present, of the recorded size and
+    record count, and the counts summing to `num_examples`. Cards written before the per-shard figures
+    were kept are checked by counting records. Done once per process and card/shard state."""
+    card = load_card(data_dir) if card is None else card
+    info = split_info(data_dir, split, card)
+    paths = shard_paths(data_dir, split, info["num_shards"])
+    card_path = pathlib.Path(data_dir) / CARD_NAME
+    try:
+        state = (str(pathlib.Path(data_dir).resolve()), split, card_path.stat().st_mtime_ns,
+                 tuple(os.stat(p).st_size for p in paths))
+    except FileNotFoundError as error:
+        raise FunmatchError(f"{error.filename}: shard listed in the dataset card is missing") from None
+    if state in _VERIFIED:
+        return
+    lengths, sizes = info.get("shard_lengths"), info.get("shard_bytes")
+    where = f"{card_path} (split {split!r})"
+    if lengths is not None and len(lengths) != len(paths):
+        raise FunmatchError(f"{where}: {len(lengths)} shard_lengths for {len(paths)} shards; re-run `funmatch prepare`")
+    if lengths is not None and sum(lengths) != int(info["num_examples"]):
+        raise FunmatchError(
+            f"{where}: num_examples is {info['num_examples']} but its shards hold {sum(lengths)} records "
+            "(shard_lengths); the card was edited or is damaged: re-run `funmatch prepare`"
+        )
+    total = 0
+    for i, path in enumerate(paths):
+        if sizes is not None and len(sizes) == len(paths) and os.path.getsize(path) != int(sizes[i]):
+            raise FunmatchError(
+                f"{path}: {os.path.getsize(path)} bytes, the dataset card says {sizes[i]} (truncated or replaced); "
+                "re-run `funmatch prepare`"
+            )
+        count = count_records(path)
+        if lengths is not None and count != int(lengths[i]):
+            raise FunmatchError(f"{path}: holds {count} records, the dataset card says {lengths[i]}; re-run `funmatch prepare`")
+        total += count
+    if total != int(info["num_examples"]):
+        raise FunmatchError(
+            f"{where}: num_examples is {info['num_examples']} but its shards hold {total} records; "
+            "the card was edited or is damaged: re-run `funmatch prepare`"
+        )
+    _VERIFIED.add(state)
+
+
 def read_records(data_dir, split: str) -> tf.data.Dataset:
-    """The undecoded records of `split`, in index order (deterministic).
+    """The undecoded records of `split`, in index order (deterministic), checked against the card once
+    per process (`verify_split`).
 
     Yields dicts `{"image": string (JPEG bytes), "label": int64, "id": string, "index": int64}`.
     """
@@ -163,6 +254,7 @@ def read_records(data_dir, split: str) -> tf.data.Dataset:
     for path in paths:
         if not os.path.isfile(path):
             raise FunmatchError(f"{path}: shard listed in the dataset card is missing")
+    verify_split(data_dir, split)
     records = tf.data.TFRecordDataset(paths, buffer_size=8 << 20)
     return records.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -171,6 +263,8 @@ __all__ = [
     "CARD_NAME",
     "FEATURES",
     "SplitWriter",
+    "check_splits",
+    "count_records",
     "load_card",
     "parse_example",
     "read_records",
@@ -178,5 +272,6 @@ __all__ = [
     "shard_name",
     "shard_paths",
     "split_info",
+    "verify_split",
     "write_card",
 ]
