@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
@@ -90,7 +91,8 @@ class Config:
         return max(1, round(self.epochs * self.num_train_examples / self.batch_size))
 
     def with_dataset_size(self, num_train_examples: int) -> "Config":
-        """Fill in N from the dataset card where the recipe leaves it open (CPU recipes)."""
+        """Fill in N from the dataset card where the recipe leaves it open (CPU recipes); see
+        `check_dataset_size` for the check against a recipe that fixes N."""
         if self.num_train_examples:
             return self
         return dataclasses.replace(self, num_train_examples=int(num_train_examples))
@@ -112,22 +114,66 @@ class Config:
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def validate(self) -> "Config":
+        """Checks every field up front (before a workdir is written); errors name the key as written in
+        `--config` (with its short alias, e.g. `learning_rate (lr)`)."""
         if self.mode not in MODES:
-            raise FunmatchError(f"config field 'mode': unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        for name in ("batch_size", "student_resolution", "teacher_resolution", "eval_batch_size"):
+            raise FunmatchError(f"config key 'mode': unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FunmatchError(f"config key {_key(name)} must be a finite number, got {value}")
+        positive = ("batch_size", "student_resolution", "teacher_resolution", "resize_small", "eval_batch_size",
+                    "teacher_batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "learning_rate",
+                    "temperature")
+        for name in positive:
             if getattr(self, name) <= 0:
-                raise FunmatchError(f"config field {name!r} must be positive, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise FunmatchError(f"config field 'temperature' must be positive, got {self.temperature}")
-        if not 0.0 <= self.mixup_p:
-            raise FunmatchError(f"config field 'mixup_p' must be >= 0, got {self.mixup_p}")
-        if self.total_steps < 0 or self.epochs < 0:
-            raise FunmatchError("config fields 'epochs' and 'total_steps' must be >= 0")
-        if self.max_wall_seconds < 0 or self.max_cpu_seconds < 0:
-            raise FunmatchError("config fields 'max_wall_seconds' and 'max_cpu_seconds' must be >= 0 (0: no budget)")
+                raise FunmatchError(f"config key {_key(name)} must be > 0, got {getattr(self, name)}")
+        non_negative = ("epochs", "total_steps", "warmup_steps", "weight_decay", "clip_norm", "mixup_p",
+                        "teacher_learning_rate", "teacher_weight_decay", "teacher_steps", "teacher_warmup_steps",
+                        "teacher_label_smoothing", "eval_every", "eval_max_examples", "shuffle_buffer",
+                        "num_train_examples", "max_wall_seconds", "max_cpu_seconds")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise FunmatchError(f"config key {_key(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("crop_area_min", "teacher_crop_area_min"):
+            if not 0 < getattr(self, name) <= 100:
+                raise FunmatchError(f"config key {name!r} is a percentage of the image area in (0, 100], "
+                                    f"got {getattr(self, name)}")
+        if self.teacher_label_smoothing >= 1:
+            raise FunmatchError(f"config key 'teacher_label_smoothing' must be < 1, got {self.teacher_label_smoothing}")
         if not self.total_steps and not self.epochs:
             raise FunmatchError("config: no training length (set 'epochs' or 'total_steps')")
+        if self.steps and self.warmup_steps > self.steps:
+            raise FunmatchError(f"config key 'warmup_steps' ({self.warmup_steps}) exceeds the {self.steps} training "
+                                "steps; lower warmup_steps or train longer")
+        if self.teacher_steps and self.teacher_warmup_steps > self.teacher_steps:
+            raise FunmatchError(f"config key 'teacher_warmup_steps' ({self.teacher_warmup_steps}) exceeds "
+                                f"teacher_steps ({self.teacher_steps})")
         return self
+
+    def check_dataset_size(self, num_examples: int, *, split: str, data_dir) -> "Config":
+        """N from the dataset card: filled in where the recipe leaves it open, else checked against it.
+
+        A recipe that fixes N (the paper's) computes its steps and epoch figures from N; data with
+        another training-set size would silently train for another number of epochs, so a mismatch
+        is an error that names both ways out.
+        """
+        num_examples = int(num_examples)
+        if not self.num_train_examples:
+            return dataclasses.replace(self, num_train_examples=num_examples).validate()
+        if self.num_train_examples != num_examples:
+            raise FunmatchError(
+                f"--data {data_dir}: split {split!r} has {num_examples:,} examples, but recipe {self.recipe!r} is "
+                f"defined for num_train_examples={self.num_train_examples:,} (its steps and epochs follow N); "
+                f"prepare the recipe's data ({self.source or 'see the recipe'}), or add "
+                f"num_train_examples={num_examples} to --config to train on this data"
+            )
+        return self.validate()
+
+
+def _key(name: str) -> str:
+    """A config key as users write it: `'learning_rate' (lr)`."""
+    alias = next((short for short, full in ALIASES.items() if full == name), None)
+    return f"{name!r} ({alias})" if alias else repr(name)
 
 
 def parse_overrides(arg: str) -> dict[str, str]:
@@ -177,6 +223,7 @@ def shrink_for_smoke(config: Config) -> Config:
     return dataclasses.replace(
         config,
         smoke=True,
+        num_train_examples=0,  # the tiny test data's own N (from its card), whatever the recipe's data
         batch_size=min(config.batch_size, 8),
         teacher_batch_size=min(config.teacher_batch_size, 8),
         total_steps=3,

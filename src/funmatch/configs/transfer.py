@@ -66,5 +66,6 @@ def get_config(arg: str = "") -> common.Config:
         checkpoint_every=1000,
         eval_every=5000,
         keep_checkpoints=3,
+        shuffle_buffer=50_000,  # the official configs' buffer; Food101 and SUN397 are larger than it
     )
     return common.finish(config, overrides, recipe=dataset)
