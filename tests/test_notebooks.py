@@ -225,6 +225,7 @@ def png_outputs(notebook) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.both_backends  # JAX is the notebooks' default backend; TensorFlow is the CPU default
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_in_smoke_mode(name, tmp_path, kernel_environment, monkeypatch):
     for key, value in kernel_environment.items():
