@@ -10,9 +10,10 @@
 #
 # **Install.** The next cell installs funmatch when it is not importable yet (it is skipped in CI, in a local
 # checkout's environment and on a second run). `FUNMATCH_SOURCE` is what pip installs: a checkout folder, a
-# wheel, or a pip requirement such as a git URL of your fork; by default the checkout this notebook sits in.
-# On accelerator images (Kaggle, Colab) the image's own TensorFlow build is kept: funmatch's CPU-only
-# `tensorflow-cpu` requirement is left out there (installing both would break TensorFlow).
+# wheel, or a URL such as `git+https://github.com/YOU/funmatch`; by default the checkout this notebook sits in.
+# The image's own JAX and TensorFlow builds (Kaggle's TPU: `jax[tpu]` + `tensorflow-cpu`; its GPUs: CUDA
+# `jax` + `tensorflow`) are kept as they are: pip gets them pinned to their installed versions. The `cpu` extra
+# (`jax[cpu]`, `tensorflow-cpu`) comes in only where no TensorFlow is installed, such as a plain machine.
 
 # %%
 import importlib.metadata
@@ -28,15 +29,13 @@ if importlib.util.find_spec("funmatch") is None:
     checkouts = [p for p in (pathlib.Path.cwd(), *pathlib.Path.cwd().parents) if (p / "src" / "funmatch").is_dir()]
     source = FUNMATCH_SOURCE or (str(checkouts[0]) if checkouts else "")
     if not source:
-        raise RuntimeError("funmatch is not installed: set FUNMATCH_SOURCE to a checkout, a wheel or a pip requirement")
-    image_has_tensorflow = importlib.util.find_spec("tensorflow") is not None
-    pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.check_call(pip + (["--no-deps"] if image_has_tensorflow else []) + [source])
+        raise RuntimeError("funmatch is not installed: set FUNMATCH_SOURCE to a checkout, a wheel or a git URL")
+    url = source if "://" in source else pathlib.Path(source).resolve().as_uri()
+    extra = "" if importlib.util.find_spec("tensorflow") else "[cpu]"
+    installed = {(d.metadata["Name"] or "").lower().replace("_", "-"): d.version for d in importlib.metadata.distributions()}
+    keep = [f"{name}=={installed[name]}" for name in ("jax", "jaxlib", "tensorflow", "tensorflow-cpu") if name in installed]
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"funmatch{extra} @ {url}", *keep])
     importlib.invalidate_caches()
-    if image_has_tensorflow:
-        requirements = [r for r in importlib.metadata.requires("funmatch") or []
-                        if "extra ==" not in r and not r.startswith("tensorflow-cpu")]
-        subprocess.check_call(pip + requirements)
 print("funmatch", importlib.metadata.version("funmatch"))
 
 # %% [markdown]
