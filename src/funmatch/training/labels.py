@@ -1,7 +1,16 @@
-"""Label training (`funmatch teacher`): train the teacher with labels — fine-tune from a checkpoint with BiT-HyperRule,
-or train from scratch (the CPU recipes) — and write `teacher.keras` with its validation/test accuracy.
+"""Label training: teachers (`funmatch teacher`) and label-trained reference students (`funmatch labels`).
 
-The same `Supervised` wrapper trains the label-only reference student of the demo.
+Both write a workdir in the distillation runs' scheme, so `funmatch report` compares them with
+distillations: `config.json`, `metrics.jsonl` (one record per chunk, periodic evaluation),
+`metrics.json` (final full-split metrics, `mode: "labels"`, training time), `augmentations.png`,
+and the model (`teacher.keras`, or `student.keras` for `train_labels`).
+
+`train_labels` trains any registry model (by default the recipe's student) on labels with the
+distillation's own recipe: the same images, inception crop range and flip, batch, optimizer and
+schedule shape (warmup, then cosine over the recipe's steps), without the teacher in the loss. With a
+teacher file its agreement with the teacher is measured as in a distillation. A time budget
+(`max_wall_seconds` / `max_cpu_seconds`) stops any of these runs, distillations included, at the same
+clock (see `funmatch.training.loop.budget_spent`).
 """
 
 from __future__ import annotations
@@ -109,6 +118,18 @@ def supervised_pp(resolution: int, area_min: float = 5.0, augment: str = "") -> 
             'keep("image", "label", "index")')
 
 
+def _read_data(config: Config | str, data_dir) -> tuple[Config, dict, int, int]:
+    """(config, dataset card, training-set size, number of classes); the recipe's splits are checked."""
+    from funmatch.data import tfrecords
+
+    config = get_config(config) if isinstance(config, str) else config
+    card = tfrecords.load_card(data_dir)
+    for split in (config.train_split, config.val_split, config.test_split):
+        if split not in card["splits"]:
+            raise FunmatchError(f"--data {data_dir}: no split {split!r} in dataset.json (has {', '.join(card['splits'])})")
+    return config, card, int(card["splits"][config.train_split]["num_examples"]), int(card["num_classes"])
+
+
 def train_supervised(
     model,
     config: Config,
@@ -124,15 +145,26 @@ def train_supervised(
     label_smoothing: float = 0.0,
     progress: bool = True,
     description: str = "train",
-    max_wall_seconds: float = 0.0,
+    pp: str | None = None,
+    teacher=None,
 ) -> dict[str, Any]:
-    """Resumable label training of `model` in `workdir`; returns validation/test metrics of the result."""
-    from funmatch import runtime
+    """Resumable label training of `model` in `workdir`.
+
+    `pp`: the training pp spec (default: the recipe's teacher augmentation at `resolution`). `teacher`:
+    a Keras model whose agreement with `model` is measured at every evaluation (as in a distillation;
+    it takes no part in training). Stops at `steps` or when the recipe's time budget is spent.
+
+    Returns the final metrics in the distillation scheme: `{split}_accuracy` (and with a teacher
+    `{split}_agreement`, `{split}_kl`, `teacher_{split}_accuracy`) on the full splits, `step`,
+    `train_seconds`, `train_cpu_seconds` and `stopped_by` (the budget that stopped it, or None).
+    """
+    from funmatch import models, runtime
     from funmatch.data import pipeline, tfrecords
     from funmatch.evaluation import fidelity_metrics, split_logits
-    from funmatch.training.distill import eval_pp
+    from funmatch.training.distill import _teacher_eval, eval_pp, save_input_grid
     from funmatch.training.loop import fit_resumable
 
+    workdir = pathlib.Path(workdir)
     card = tfrecords.load_card(data_dir)
     num_train = int(card["splits"][config.train_split]["num_examples"])
     per_process_batch = runtime.check_batch_size(batch_size, "teacher_batch_size")
@@ -140,24 +172,38 @@ def train_supervised(
         wrapper = Supervised(model, num_classes, mixup_p=mixup_p, label_smoothing=label_smoothing, seed=config.seed)
         wrapper.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)
+    pp = pp or supervised_pp(resolution, config.teacher_crop_area_min, config.teacher_augment)
 
     def make_dataset(start_step: int):
         process_index, process_count = runtime.process_info()
         return pipeline.train_dataset(
-            data_dir, config.train_split, supervised_pp(resolution, config.teacher_crop_area_min, config.teacher_augment), per_process_batch, seed=config.seed,
+            data_dir, config.train_split, pp, per_process_batch, seed=config.seed,
             start_step=start_step, shuffle_buffer=config.shuffle_buffer or None,
             process_index=process_index, process_count=process_count,
         )
 
+    if not (workdir / "augmentations.png").exists():
+        save_input_grid(make_dataset(0), dataclasses.replace(config, mode="labels"), workdir / "augmentations.png")
+
     eval_config = dataclasses.replace(config, student_resolution=resolution)
     splits = [config.val_split] + ([config.test_split] if config.test_split != config.val_split else [])
+    teacher_logits, teacher_metrics = None, {}
+    if teacher is not None:
+        teacher_config = dataclasses.replace(eval_config, teacher_resolution=int(models.contract(teacher)["resolution"]))
+        teacher_logits = _teacher_eval(workdir, teacher, teacher_config, data_dir, splits)
+        for split, result in teacher_logits.items():
+            teacher_metrics.update(fidelity_metrics(result["logits"], result["labels"], prefix=f"teacher_{split}_"))
 
-    def evaluate(step: int, max_examples: int | None = None) -> dict[str, float]:
+    def evaluate(step: int, max_examples: int | None = None, teacher_eval=None) -> dict[str, float]:
+        teacher_eval = teacher_eval or teacher_logits
         out = {}
         for split in splits:
             result = split_logits(model, data_dir, split, eval_pp(eval_config, resolution), config.eval_batch_size,
                                   config.eval_max_examples if max_examples is None else max_examples)
-            out.update(fidelity_metrics(result["logits"], result["labels"], prefix=f"{split}_"))
+            reference = teacher_eval[split]["logits"][: len(result["labels"])] if teacher_eval else None
+            out.update(fidelity_metrics(result["logits"], result["labels"], reference, prefix=f"{split}_"))
+            if teacher_eval:
+                out[f"teacher_{split}_accuracy"] = teacher_metrics[f"teacher_{split}_accuracy"]
         return out
 
     def groups():
@@ -165,35 +211,50 @@ def train_supervised(
                 "rng": [wrapper.seed_generator.state]}
 
     chunk = min(config.checkpoint_every, steps)
-    fit_resumable(
+    loop = fit_resumable(
         wrapper, make_dataset, workdir=workdir, total_steps=steps, chunk_steps=chunk, groups=groups,
         images_per_step=batch_size, steps_per_data_epoch=num_train / batch_size,
         keep_checkpoints=config.keep_checkpoints, evaluate=evaluate,
         eval_every=max(chunk, (config.eval_every // chunk) * chunk), progress=progress, description=description,
+        budget={"max_wall_seconds": config.max_wall_seconds, "max_cpu_seconds": config.max_cpu_seconds},
     )
-    return evaluate(steps, max_examples=0)
+    final = {"step": loop["step"], "mode": "labels", "recipe": config.recipe, "dataset": card.get("name", config.dataset),
+             "num_train_examples": num_train, "mixup_p": mixup_p, "train_seconds": loop["train_seconds"],
+             "train_cpu_seconds": loop["train_cpu_seconds"], "stopped_by": loop["stopped_by"], **teacher_metrics}
+    full_teacher = None
+    if teacher is not None and config.eval_max_examples:  # periodic teacher logits are on subsets
+        full_config = dataclasses.replace(teacher_config, eval_max_examples=0)
+        full_teacher = _teacher_eval(workdir / "final_eval", teacher, full_config, data_dir, splits)
+        for split in splits:
+            final.update(fidelity_metrics(full_teacher[split]["logits"], full_teacher[split]["labels"], prefix=f"teacher_{split}_"))
+        teacher_metrics.update({k: v for k, v in final.items() if k.startswith("teacher_")})
+    final.update(evaluate(loop["step"], max_examples=0, teacher_eval=full_teacher))
+    return final
+
+
+def _write_results(model, workdir: pathlib.Path, model_name: str, metrics: dict[str, Any], legacy_metrics: bool) -> None:
+    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text
+
+    atomic_save_keras(model, workdir / f"{model_name}.keras")
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    if legacy_metrics:  # `{name}_metrics.json`: read by scripts/ship_teacher.py and the notebooks
+        atomic_write_text(workdir / f"{model_name}_metrics.json", text)
+    atomic_write_text(workdir / "metrics.json", text)
 
 
 def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None = None, progress: bool = True,
                   output_name: str = "teacher") -> dict[str, Any]:
     """Train or fine-tune the recipe's teacher (`config.teacher*` fields) on labels.
 
-    Writes `{output_name}.keras` and `{output_name}_metrics.json` in `workdir` (the demo reuses this
-    to train its label-only reference student, with `output_name="student"`).
+    Writes `{output_name}.keras`, `{output_name}_metrics.json` and `metrics.json` (the distillation
+    runs' scheme, `mode: "labels"`) in `workdir`; returns the metrics.
     """
     from funmatch import models
-    from funmatch.data import tfrecords
     from funmatch.optim import make_optimizer
-    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir
+    from funmatch.training.checkpoints import prepare_workdir
 
     started = time.time()
-    config = get_config(config) if isinstance(config, str) else config
-    card = tfrecords.load_card(data_dir)
-    for split in (config.train_split, config.val_split, config.test_split):
-        if split not in card["splits"]:
-            raise FunmatchError(f"--data {data_dir}: no split {split!r} in dataset.json (has {', '.join(card['splits'])})")
-    num_train = int(card["splits"][config.train_split]["num_examples"])
-    num_classes = int(card["num_classes"])
+    config, card, num_train, num_classes = _read_data(config, data_dir)
     workdir = pathlib.Path(workdir)
 
     if init is None and not config.teacher_from_scratch:
@@ -244,10 +305,79 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
         progress=progress, description=f"{output_name} {config.teacher} (labels)",
     )
     metrics.update({"arch": config.teacher, "steps": steps, "wall_time_sec_this_process": time.time() - started})
-    atomic_save_keras(model, workdir / f"{output_name}.keras")
-    atomic_write_text(workdir / f"{output_name}_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    _write_results(model, workdir, output_name, metrics, legacy_metrics=True)
     if progress:
         print(f"funmatch teacher ({output_name}): {config.val_split} accuracy {metrics[f'{config.val_split}_accuracy']:.4f}, "
               f"{config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}; "
               f"wrote {workdir / (output_name + '.keras')}")
+    return metrics
+
+
+def train_labels(config: Config | str, data_dir, workdir, *, model: str = "student", teacher_path=None,
+                 mixup_p: float = 0.0, progress: bool = True) -> dict[str, Any]:
+    """Train a registry model on labels with the distillation recipe's own settings (the reference run).
+
+    Args:
+      config: the distillation recipe (a Config or "recipe:key=value,..."). Its student resolution,
+        crop range (`crop_area_min`) + flip, batch, steps, optimizer, learning rate, weight decay,
+        warmup and schedule are used as a distillation would; `max_wall_seconds` / `max_cpu_seconds`
+        stop the run at a time budget.
+      model: "student" (the recipe's student) or any registry name (e.g. "bit_r26x0.25").
+      teacher_path: optional teacher `.keras`; only its agreement with the model is measured.
+      mixup_p: mixup of label training (0: none; function matching's mixup belongs to its loss).
+
+    Writes `student.keras`, `config.json` (the settings as run, `mode: "labels"`), `metrics.jsonl`
+    and `metrics.json` in `workdir` (re-running resumes); returns the final metrics.
+    """
+    from funmatch import models
+    from funmatch.optim import make_optimizer
+    from funmatch.training.checkpoints import prepare_workdir
+    from funmatch.training.distill import _load_teacher
+
+    started = time.time()
+    config, card, num_train, num_classes = _read_data(config, data_dir)
+    config = config.with_dataset_size(num_train)
+    arch = config.student if model == "student" else model
+    models.family(arch)  # an unknown name is a FunmatchError naming close ones, before any work
+    if mixup_p < 0:
+        raise FunmatchError(f"--mixup must be >= 0, got {mixup_p}")
+    teacher = _load_teacher(teacher_path, num_classes) if teacher_path is not None else None
+    workdir = pathlib.Path(workdir)
+    # config.json says what this run is: the trained model is `student`, `teacher` only measures agreement.
+    run_config = dataclasses.replace(
+        config, student=arch, mode="labels", mixup_p=float(mixup_p), total_steps=config.steps, epochs=0.0,
+        teacher=str(models.contract(teacher)["arch"]) if teacher is not None else "none",
+        teacher_resolution=int(models.contract(teacher)["resolution"]) if teacher is not None else 0,
+    )
+    run = {**run_config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()),
+           "teacher_path": str(pathlib.Path(teacher_path).resolve()) if teacher_path is not None else None,
+           "backend": keras.backend.backend()}
+    for field in ("temperature", "teacher_from_scratch", "teacher_optimizer", "teacher_learning_rate",
+                  "teacher_weight_decay", "teacher_batch_size", "teacher_steps", "teacher_warmup_steps",
+                  "teacher_mixup_p", "teacher_label_smoothing", "teacher_crop_area_min", "teacher_augment"):
+        run.pop(field, None)  # not used by this run
+    resumed = prepare_workdir(workdir, run)
+    if progress:
+        print(f"funmatch labels: {'resuming' if resumed else 'starting'} {arch} @ {config.student_resolution} px on labels "
+              f"in {workdir}: {config.steps} steps of {config.batch_size} images")
+
+    keras.utils.set_random_seed(config.seed)  # initialisation is a function of the seed
+    network = models.create(arch, num_classes=num_classes, resolution=config.student_resolution)
+    optimizer = make_optimizer(config.optimizer, learning_rate=config.learning_rate, total_steps=config.steps,
+                               warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+                               clip_norm=config.clip_norm)
+    metrics = train_supervised(
+        network, config, data_dir, workdir, num_classes=num_classes, resolution=config.student_resolution,
+        steps=config.steps, batch_size=config.batch_size, optimizer=optimizer, mixup_p=mixup_p,
+        progress=progress, description=f"labels {arch}", teacher=teacher,
+        pp=supervised_pp(config.student_resolution, config.crop_area_min),
+    )
+    metrics.update({"arch": arch, "wall_time_sec_this_process": time.time() - started})
+    _write_results(network, workdir, "student", metrics, legacy_metrics=False)
+    if progress:
+        agreement = metrics.get(f"{config.test_split}_agreement")
+        print(f"funmatch labels: done. {config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}"
+              + (f", agreement {agreement:.4f}" if agreement is not None else "")
+              + f" after {metrics['step']} steps ({metrics['train_seconds'] / 60:.1f} min of training); "
+              f"wrote {workdir / 'student.keras'}")
     return metrics
