@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("funmatch.commands.prepare", "convert a dataset (tfds, ImageFolder, TFRecords) into TFRecord shards + dataset card"),
     "models": ("funmatch.commands.models", "list the model registry; convert official BiT checkpoints to .keras"),
     "teacher": ("funmatch.commands.teacher", "train (from scratch) or fine-tune (BiT-HyperRule) a teacher with labels"),
+    "targets": ("funmatch.commands.targets", "run the teacher once on K stored views of every training image (read by distill/tune --targets)"),
     "labels": ("funmatch.commands.labels", "train a model (the recipe's student, or any registry model) on labels: the reference run"),
     "distill": ("funmatch.commands.distill", "distill a frozen teacher into a student (function matching and the paper's other modes)"),
     "evaluate": ("funmatch.commands.evaluate", "accuracy, agreement, KL, per-class gaps, calibration and cost of a student (and its teacher)"),

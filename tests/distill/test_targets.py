@@ -317,3 +317,76 @@ def test_a_store_that_does_not_fit_the_run_is_refused(store, data, teacher, tmp_
     assert len(str(info.value).splitlines()) == 3
     with pytest.raises(FunmatchError, match="not complete"):
         targets.check_card({**card, "complete": False}, **fits)
+
+
+# ------------------------------------------------------------------------------------------------
+# The distillation run on stored targets, the command, tuning
+
+
+SMOKE = "eurosat:smoke=true,student=tiny_cnn_w8"
+
+
+def _weights(path):
+    from funmatch import models
+
+    return [np.asarray(w) for w in models.load(path).get_weights()]
+
+
+@pytest.fixture(scope="module")
+def recipe_store(data, teacher, tmp_path_factory):
+    """`funmatch targets` for the smoke recipe: K = 2 function-matching views (through the command)."""
+    from funmatch.cli import main
+
+    out = tmp_path_factory.mktemp("recipe_store") / "store"
+    assert main(["targets", "--teacher", str(teacher), "--data", str(data), "--config", SMOKE, "--views", "2",
+                 "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_distill_on_stored_targets_resumes_exactly_and_says_so(data, teacher, recipe_store, tmp_path, capsys):
+    from funmatch.training.distill import distill
+
+    config = SMOKE + ",total_steps=8,checkpoint_every=4,eval_every=1000"
+    straight = tmp_path / "straight"
+    metrics = distill(config, data, teacher, straight, targets=recipe_store, progress=False)
+    assert metrics["targets"] == "stored" and metrics["mode"] == "function_matching" and metrics["step"] == 8
+    assert np.isfinite(metrics["test_kl"]) and json.loads((straight / "config.json").read_text())["targets_dir"]
+    # Interrupted after step 4 (the last checkpoint and the outputs gone), then resumed: the same weights.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "ckpt-000000008")
+    (resumed / "student.keras").unlink()
+    distill(config, data, teacher, resumed, targets=recipe_store, progress=False)
+    for a, b in zip(_weights(straight / "student.keras"), _weights(resumed / "student.keras")):
+        np.testing.assert_array_equal(a, b)
+    # Online function matching on the same recipe says so too.
+    online = distill(SMOKE, data, teacher, tmp_path / "online", progress=False)
+    assert online["targets"] == "online"
+
+
+def test_distill_refuses_a_store_made_for_another_teacher_or_mode(data, teacher, recipe_store, tmp_path):
+    from funmatch.training.distill import distill
+
+    other = _teacher(tmp_path / "other.keras", seed=3)
+    with pytest.raises(FunmatchError, match="computed with another teacher"):
+        distill(SMOKE, data, other, tmp_path / "a", targets=recipe_store, progress=False)
+    with pytest.raises(FunmatchError, match="mixup p 1, the run's is 0.5"):
+        distill(SMOKE + ",mixup_p=0.5", data, teacher, tmp_path / "b", targets=recipe_store, progress=False)
+    with pytest.raises(FunmatchError, match="mode 'independent' cannot use stored targets"):
+        distill(SMOKE, data, teacher, tmp_path / "c", mode="independent", targets=recipe_store, progress=False)
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_tuning_trials_read_the_store_when_it_holds_their_views(data, teacher, recipe_store, tmp_path):
+    from funmatch.configs import get_config
+    from funmatch.training import targets as stored_targets
+    from funmatch.tuning.tuner import distill_run_fn
+
+    assert stored_targets.fits(recipe_store, get_config(SMOKE))
+    assert not stored_targets.fits(recipe_store, get_config(SMOKE + ",mixup_p=0.5"))
+    assert not stored_targets.fits(recipe_store, get_config(SMOKE + ",mode=fixed_teacher"))
+    run = distill_run_fn(data, teacher, recipe_store)
+    run(get_config(SMOKE), tmp_path / "trial_a")
+    run(get_config(SMOKE + ",mixup_p=0.5"), tmp_path / "trial_b")
+    kinds = [json.loads((tmp_path / t / "metrics.json").read_text())["targets"] for t in ("trial_a", "trial_b")]
+    assert kinds == ["stored", "online"]

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="the teacher's .keras file (frozen during distillation)")
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes from it")
     parser.add_argument("--mode", choices=MODES, default=None, help="override the recipe's mode (default: function_matching)")
+    parser.add_argument("--targets", default=None, metavar="TARGETS_DIR",
+                        help="stored teacher targets (`funmatch targets`): the step runs no teacher")
     add_budget_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
 
@@ -25,5 +27,6 @@ def main(args: argparse.Namespace) -> int:
     check_file("--teacher", args.teacher)
     from funmatch.training.distill import distill  # the library (and Keras) after the cheap checks
 
-    distill(config, args.data, args.teacher, args.workdir, mode=args.mode, progress=not args.no_progress)
+    distill(config, args.data, args.teacher, args.workdir, mode=args.mode, targets=args.targets,
+            progress=not args.no_progress)
     return 0

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="RECIPE[:key=value,...] whose fields the trials replace, e.g. eurosat")
     parser.add_argument("--data", help="a folder written by `funmatch prepare`")
     parser.add_argument("--teacher", help="the frozen teacher's .keras file (distillation target)")
+    parser.add_argument("--targets", default=None, metavar="TARGETS_DIR",
+                        help="stored teacher targets (`funmatch targets`): trials whose views they hold run no teacher")
     parser.add_argument("--dir", help="the search folder; re-running the same command resumes the search")
     parser.add_argument("--target", choices=("student", "teacher"), default="student",
                         help="student: tune distillation (default); teacher: tune the teacher's fine-tuning lr")
@@ -62,7 +64,8 @@ def main(args: argparse.Namespace) -> int:
     from funmatch.tuning.search import tune  # the library (and Keras) after the cheap checks
 
     tune(
-        args.config, args.data, args.dir, teacher_path=args.teacher, target=args.target, init=args.init,
+        args.config, args.data, args.dir, teacher_path=args.teacher, targets_dir=args.targets, target=args.target,
+        init=args.init,
         search=args.search, max_trials=args.max_trials, objective=args.objective, space=args.space,
         axes=args.axes.split(",") if args.axes is not None else None, keep_best=args.keep_best, seed=args.seed,
         max_retries=args.max_retries, role=args.role, chief=args.chief, tuner_id=args.tuner_id,

@@ -20,6 +20,8 @@ Modes (the paper's ablation):
     consistent:        the same view, no mixup.
     independent:       the teacher sees batch["teacher"], an independently augmented view; no mixup.
     fixed_teacher:     the teacher is not run; batch["teacher_logits"] are the targets; no mixup.
+                       This is also the step of every run on stored targets (`funmatch.distill.targets`):
+                       the input pipeline delivers the views already mixed, with their stored targets.
 
 What to checkpoint: `distiller.student` (weights), `distiller.optimizer.variables` (it only tracks
 the student's trainable variables) and `distiller.seed_generator.state` (the mixup random state).

@@ -7,6 +7,11 @@
 Re-running the same command after a kill continues from the latest complete checkpoint: student
 weights, optimizer state, step and the Distiller's random state are restored, and the input pipeline
 is repositioned at that step (it is a deterministic function of seed and position).
+
+With stored targets (`targets=DIR`, written by `funmatch targets`) the step runs no teacher: the input
+pipeline regenerates each stored view at the student's resolution and pairs it with its stored target
+(`funmatch.distill.targets`). `fixed_teacher` keeps its one target per example in such a store as well:
+the given one, or its own in the workdir.
 """
 
 from __future__ import annotations
@@ -103,27 +108,6 @@ def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, spli
     return out
 
 
-def fixed_teacher_targets(workdir: pathlib.Path, teacher, config: Config, data_dir, num_examples: int) -> np.ndarray:
-    """`fixed_teacher` mode: teacher logits on the eval view of every training image, by `index`.
-
-    Computed once before training and cached in the workdir, so a resumed run reuses them.
-    """
-    from funmatch.training.checkpoints import atomic_save_npy
-
-    path = workdir / "teacher_train_logits.npy"
-    if path.exists():
-        cached = np.load(path)
-        if cached.shape[0] == num_examples:
-            return cached
-    result = split_logits(teacher, data_dir, config.train_split, eval_pp(config, config.teacher_resolution), config.eval_batch_size)
-    table = np.zeros((num_examples, result["logits"].shape[1]), np.float32)
-    table[result["index"]] = result["logits"]
-    if len(np.unique(result["index"])) != num_examples:
-        raise FunmatchError(f"--data {data_dir}: split {config.train_split!r} indices do not cover 0..{num_examples - 1}")
-    atomic_save_npy(path, table)
-    return table
-
-
 def save_input_grid(dataset, config: Config, path) -> None:
     """A picture of what the models see: the first training batch's views, and after mixup."""
     import keras
@@ -148,9 +132,14 @@ def distill(
     workdir: os.PathLike,
     *,
     mode: str | None = None,
+    targets: os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Distill the teacher at `teacher_path` into the recipe's student; returns the final metrics."""
+    """Distill the teacher at `teacher_path` into the recipe's student; returns the final metrics.
+
+    `targets`: a store of the teacher's targets (`funmatch targets`) made for this teacher, data and
+    recipe; the step then runs no teacher, and metrics.json says `"targets": "stored"`.
+    """
     import keras
 
     from funmatch import models, runtime
@@ -177,8 +166,18 @@ def distill(
     num_classes = int(card["num_classes"])
     per_process_batch = runtime.check_batch_size(config.batch_size)
     workdir = pathlib.Path(workdir)
+    from funmatch.training import targets as stored_targets
+
+    stored_card = None  # the store's card when the targets come from a store (no teacher in the step)
+    if targets is not None:  # checked before any compute: one line per mismatch
+        stored_card = stored_targets.check_for_run(targets, config, teacher_path=teacher_path, data_dir=data_dir,
+                                                   num_classes=num_classes)
+    stored = targets is not None or config.mode == "fixed_teacher"
     teacher = _load_teacher(teacher_path, num_classes)
-    resumed = prepare_workdir(workdir, run_config(config, data_dir, teacher_path))
+    run = run_config(config, data_dir, teacher_path)
+    if targets is not None:
+        run["targets_dir"] = str(pathlib.Path(targets).resolve())
+    resumed = prepare_workdir(workdir, run)
     if progress:
         print(f"funmatch distill: {'resuming' if resumed else 'starting'} {config.recipe} ({config.mode}) in {workdir}: "
               f"{config.steps} steps of {config.batch_size} images, student {config.student}")
@@ -188,7 +187,9 @@ def distill(
     with runtime.distribution_scope():
         teacher.trainable = False
         student = models.create(config.student, num_classes=num_classes, resolution=config.student_resolution)
-        distiller = Distiller(teacher, student, mode=config.mode, temperature=config.temperature,
+        # Stored targets: the Distiller's fixed_teacher step (targets in the batch, views arrive mixed).
+        distiller = Distiller(None if stored else teacher, student, mode="fixed_teacher" if stored else config.mode,
+                              temperature=config.temperature,
                               mixup_p=config.mixup_p, seed=config.seed)
         optimizer = make_optimizer(config.optimizer, learning_rate=config.learning_rate, total_steps=config.steps,
                                    warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
@@ -202,24 +203,33 @@ def distill(
     teacher_metrics = {}
     for split, result in teacher_eval.items():
         teacher_metrics.update(fidelity_metrics(result["logits"], result["labels"], prefix=f"teacher_{split}_"))
-    targets = fixed_teacher_targets(workdir, teacher, config, data_dir, num_train) if config.mode == "fixed_teacher" else None
+    store_dir = targets
+    if targets is None and config.mode == "fixed_teacher":  # one target per example, in the run's own store
+        store_dir = stored_targets.fixed_teacher_store(workdir)
+        stored_card = stored_targets.generate_for_config(config, teacher_path, data_dir, store_dir, views=1,
+                                                         progress=progress)
 
     def make_dataset(start_step: int):
         process_index, process_count = runtime.process_info()
-        dataset = pipeline.train_dataset(
+        if stored_card is not None:
+            from funmatch.distill import targets as store
+
+            return store.train_dataset(
+                store_dir, data_dir, per_process_batch, resolution=config.student_resolution, seed=config.seed,
+                start_step=start_step, shuffle_buffer=config.shuffle_buffer or None, card=stored_card,
+                student_spec=train_pp(config, "fixed_teacher") if config.mode == "fixed_teacher" else None,
+                process_index=process_index, process_count=process_count,
+            )
+        return pipeline.train_dataset(
             data_dir, config.train_split, train_pp(config, config.mode), per_process_batch, seed=config.seed,
             start_step=start_step, shuffle_buffer=config.shuffle_buffer or None,
             process_index=process_index, process_count=process_count,
         )
-        if targets is not None:
-            import tensorflow as tf
-
-            table = tf.constant(targets)
-            dataset = dataset.map(lambda b: {**b, "teacher_logits": tf.gather(table, b["index"])})
-        return dataset
 
     if not (workdir / "augmentations.png").exists():
-        save_input_grid(make_dataset(0), config, workdir / "augmentations.png")
+        # Stored views arrive mixed: the grid shows them as they are.
+        save_input_grid(make_dataset(0), dataclasses.replace(config, mixup_p=0.0) if stored else config,
+                        workdir / "augmentations.png")
 
     def student_metrics(max_examples: int, teacher_logits: dict) -> dict[str, float]:
         out = {}
@@ -260,7 +270,8 @@ def distill(
     # `step`: where training ended (a time budget may stop it before config.steps); the training clocks.
     final = {"step": loop["step"], "mode": config.mode, "recipe": config.recipe, "dataset": card.get("name", config.dataset),
              "train_seconds": loop["train_seconds"], "train_cpu_seconds": loop["train_cpu_seconds"],
-             "stopped_by": loop["stopped_by"], **teacher_metrics}
+             "stopped_by": loop["stopped_by"], "targets": "stored" if stored_card is not None else "online",
+             **teacher_metrics}
     if config.eval_max_examples:  # periodic evaluation ran on subsets: evaluate both models on the full splits
         teacher_full = _teacher_eval(workdir / "final_eval", teacher, dataclasses.replace(config, eval_max_examples=0),
                                      data_dir, eval_splits)

@@ -68,6 +68,7 @@ def tune(
     search_dir,
     *,
     teacher_path=None,
+    targets_dir=None,
     target: str = "student",
     init: str | None = None,
     search: str = "random",
@@ -96,6 +97,8 @@ def tune(
       config: the recipe `RECIPE[:key=value,...]`; tuned fields are replaced per trial.
       data_dir: a folder written by `funmatch prepare`. teacher_path: the frozen teacher (.keras),
         required for target "student". init: the teacher's starting checkpoint for target "teacher".
+      targets_dir: stored teacher targets (`funmatch targets`); trials whose views the store holds (mode,
+        pp spec, mixup p) read them and run no teacher, the others run online (their metrics say which).
       search_dir: the search folder (trials in `search_dir/trials/<id>/`).
       role: None (one process), "chief" (serves the oracle at `chief`, runs no trial) or "worker"
         (connects to `chief` "host:port"). When None, the KERASTUNER_* variables are honoured.
@@ -143,6 +146,12 @@ def tune(
                 raise FunmatchError("--teacher: required to tune distillation (or use --target teacher)")
             if not pathlib.Path(teacher_path).exists():
                 raise FunmatchError(f"--teacher {teacher_path}: no such file")
+        if targets_dir is not None:  # stored teacher targets: the trials whose views they hold read them
+            if target != "student":
+                raise FunmatchError("--targets: stored teacher targets serve distillation (--target student)")
+            from funmatch.distill.targets import load_card as load_targets_card
+
+            load_targets_card(targets_dir)
     if role == "worker":
         distributed.wait_for_chief(chief, connect_timeout_s)
 
@@ -150,6 +159,7 @@ def tune(
     settings = {
         "target": target, "config": config, "data": str(pathlib.Path(data_dir).resolve()) if data_dir else None,
         "teacher": str(pathlib.Path(teacher_path).resolve()) if teacher_path else None, "init": init,
+        "targets": str(pathlib.Path(targets_dir).resolve()) if targets_dir else None,
         "search": search, "objective": objective, "axes": [a.describe() for a in axes_map.values()], "seed": seed,
         "hyperband_max_epochs": hyperband_max_epochs if search == "hyperband" else None,
         "hyperband_factor": hyperband_factor if search == "hyperband" else None,
@@ -163,7 +173,7 @@ def tune(
                          lease_timeout_s=lease_timeout_s, hyperband_max_epochs=hyperband_max_epochs,
                          hyperband_factor=hyperband_factor)
     if run_fn is None:
-        run_fn = distill_run_fn(data_dir, teacher_path) if target == "student" else teacher_run_fn(data_dir, init)
+        run_fn = distill_run_fn(data_dir, teacher_path, targets_dir) if target == "student" else teacher_run_fn(data_dir, init)
     tuner = tuner_class()(
         oracle, base_config=base_config, search_dir=search_dir, run_fn=run_fn, keep_best=keep_best, role=role,
         address=chief, tuner_id=tuner_id, heartbeat_s=heartbeat_s, rpc_timeout_s=rpc_timeout_s,

@@ -56,11 +56,16 @@ def trial_metrics(result: dict[str, Any], config: Config) -> dict[str, float]:
     return out
 
 
-def distill_run_fn(data_dir, teacher_path) -> RunFn:
+def distill_run_fn(data_dir, teacher_path, targets_dir=None) -> RunFn:
+    """A trial distils; with `targets_dir`, every trial whose views the store holds (mode, pp spec, mixup p)
+    reads the stored targets (no teacher in its step), the others run online."""
+
     def run(config: Config, workdir: pathlib.Path) -> dict:
+        from funmatch.training import targets as stored_targets
         from funmatch.training.distill import distill
 
-        return trial_metrics(distill(config, data_dir, teacher_path, workdir, progress=False), config)
+        stored = targets_dir if targets_dir is not None and stored_targets.fits(targets_dir, config) else None
+        return trial_metrics(distill(config, data_dir, teacher_path, workdir, targets=stored, progress=False), config)
 
     return run
 

@@ -1,0 +1,80 @@
+"""`funmatch targets`: run the teacher once on K stored views of every training image
+(`funmatch.training.targets.generate_for_config`, store format in `funmatch.distill.targets`).
+
+    funmatch targets --teacher teacher.keras --data data/eurosat --config eurosat --views 16 --out targets/eurosat
+    funmatch distill --config eurosat --data data/eurosat --teacher teacher.keras --targets targets/eurosat --workdir runs/a
+    funmatch tune    --config eurosat --data data/eurosat --teacher teacher.keras --targets targets/eurosat --dir runs/t
+
+Every later student, mode that fits and tuning trial reads the same store; none runs the teacher. Re-running
+the same command continues a killed run (finished units are kept); several processes split the units
+(`KERAS_DISTRIBUTION_*` / jax.distributed, as for training).
+
+Size and time at scale, on paper (not measured here). Bytes: full float16 log-probabilities (<= 128
+classes) take 2·C bytes per image and view, top-k 4·k bytes. Teacher time: images × K forward passes of
+BiT-R152x2, ≈ 46 GMAC per image at 224 px and ≈ 15 GMAC at 128 px, here at 40 % of a TPU v5e-8's bf16
+peak (≈ 630 TFLOP/s in all); scale by your own teacher throughput (`benchmarks/targets.py` measures it):
+
+    dataset (N, classes)            K (= epochs of the schedule)  storage     size       teacher images  time
+    ImageNet (1.28 M, 1000), 224 px 100 (the run reads each 12x)  top-10      5.1 GB     128 M           ~ 5 h
+    Flowers102 (1,020, 102)         10,000 (fast)                 full 204 B  2.1 GB     10 M            ~ 8 min
+    Pets37 (3,312, 37)              1,000 (fast) / 30,000 (long)  full 74 B   245 MB / 7.4 GB  3.3 M / 99 M  ~ 3 min / 1.3 h
+    Food101 (68,175, 101)           100 (fast) / 3,000 (long)     full 202 B  1.4 GB / 41 GB   6.8 M / 205 M ~ 6 min / 2.7 h
+
+K equal to the schedule's epochs costs exactly the teacher compute of one online run, paid once for every
+later student and trial; a smaller K (the long Flowers102 schedule's 1 M epochs, ImageNet's 1200) cycles
+through the stored views, one new view per pass until all K were used (`benchmarks/targets_fidelity.sh`
+measures how small K may be).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from funmatch import runtime
+from funmatch.commands import check_config, check_data_dir, check_file
+from funmatch.errors import FunmatchError
+
+STORED_MODES = ("function_matching", "consistent", "fixed_teacher")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="the teacher's .keras file")
+    parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
+    parser.add_argument("--config", required=True,
+                        help="RECIPE[:key=value,...]: the views (crop, mixup p), seed, split and teacher resolution")
+    parser.add_argument("--views", type=int, required=True, help="K: stored views per training image (fixed_teacher: 1)")
+    parser.add_argument("--out", required=True, help="the store; re-running the same command continues it")
+    parser.add_argument("--mode", choices=STORED_MODES, default=None,
+                        help="the views to store (default: the recipe's mode): mixed (function_matching), unmixed "
+                             "(consistent), or one fixed eval view per image (fixed_teacher)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="store the k largest log-probabilities (default: all classes up to 128, else 10)")
+    parser.add_argument("--batch-size", type=int, default=None, help="teacher batch (default: the recipe's eval batch)")
+    runtime.add_launch_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    check_config(args.config)
+    check_data_dir(args.data)
+    check_file("--teacher", args.teacher)
+    if args.views < 1:
+        raise FunmatchError(f"--views must be >= 1, got {args.views}")
+    runtime.check_launch_arguments(args)
+    runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
+    from funmatch.configs import get_config
+    from funmatch.training.targets import generate_for_config  # the library (and Keras) after the checks
+
+    card = generate_for_config(get_config(args.config), args.teacher, args.data, args.out, views=args.views,
+                               mode=args.mode, top_k=args.top_k, batch_size=args.batch_size,
+                               progress=not args.no_progress)
+    n = card["data"]["num_examples"]
+    if not card["complete"]:
+        print(f"funmatch targets: this process's units are written to {args.out}; the store completes when "
+              "every process has finished")
+        return 0
+    storage = "full float16" if card["storage"] == "full" else f"top-{card['top_k']}"
+    print(f"funmatch targets: {card['mode']}, {card['views']} view(s) × {n:,} images ({storage}, "
+          f"{card['bytes_per_target']} B per view, {card['bytes_total'] / 2**20:,.1f} MiB) in {args.out}; "
+          f"generation {card['generation_seconds']:,.0f} s")
+    return 0

@@ -1,0 +1,90 @@
+"""Stored teacher targets for a recipe: what a recipe's mode stores, generation for a recipe, and the check
+of a store against a distillation run (the store itself: `funmatch.distill.targets`).
+
+    function_matching  K mixed views per example: the recipe's crop + flip, a partner, a folded Beta(p, p)
+    consistent         the same K views, no mixup
+    fixed_teacher      one target per example from the teacher's eval view (the student's own view is drawn
+                       afresh at every pass, as the mode defines it)
+    independent        does not fit: its teacher view is drawn independently of the student's at every step
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from funmatch.configs import Config
+from funmatch.errors import FunmatchError
+
+STORED_MODES = ("function_matching", "consistent", "fixed_teacher")
+
+
+def teacher_view(config: Config, mode: str) -> str:
+    """The stored view of `mode`: a pp template with {resolution} (function_matching, consistent), or the
+    teacher's eval pp at its resolution (fixed_teacher)."""
+    from funmatch.distill import targets as store
+    from funmatch.evaluation.logits import eval_pp
+
+    if mode == "fixed_teacher":
+        return eval_pp(config.teacher_resolution, crop_fraction=config.student_resolution / config.resize_small)
+    return store.view_spec(config.crop_area_min)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in STORED_MODES:
+        raise FunmatchError(f"mode {mode!r} cannot use stored targets (its teacher view changes at every step); "
+                            f"stored targets serve {', '.join(STORED_MODES)}")
+
+
+def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, views: int, mode: str | None = None,
+                        top_k: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """`funmatch.distill.targets.generate` with the recipe's views, seed, split and mixup p."""
+    from funmatch.distill import targets as store
+
+    mode = mode or config.mode
+    check_mode(mode)
+    return store.generate(
+        teacher_path, data_dir, out_dir, views=views, mode=mode, view_template=teacher_view(config, mode),
+        mixup_p=config.mixup_p if mode == "function_matching" else 0.0, seed=config.seed, split=config.train_split,
+        top_k=top_k, batch_size=batch_size or config.eval_batch_size, progress=progress,
+    )
+
+
+def check_for_run(targets_dir, config: Config, *, teacher_path, data_dir, num_classes: int) -> dict[str, Any]:
+    """The store's card when it fits the run (teacher, data, classes, mode, pp spec, resolution, mixup p);
+    else FunmatchError with one line per mismatch."""
+    from funmatch.distill import targets as store
+
+    check_mode(config.mode)
+    if not pathlib.Path(teacher_path).is_file():
+        raise FunmatchError(f"--teacher {teacher_path}: no such file")
+    card = store.load_card(targets_dir)
+    store.check_card(card, teacher_path=teacher_path, data_dir=data_dir, num_classes=num_classes, mode=config.mode,
+                     view_template=teacher_view(config, config.mode), teacher_resolution=config.teacher_resolution,
+                     mixup_p=config.mixup_p, split=config.train_split, targets_dir=targets_dir)
+    return card
+
+
+def fits(targets_dir, config: Config) -> bool:
+    """Whether a store's views are those of `config` (mode, pp spec, mixup p): a tuning trial uses the store
+    when they are, and runs online otherwise (teacher and data are checked by the run itself)."""
+    from funmatch.distill import targets as store
+
+    if config.mode not in STORED_MODES:
+        return False
+    card = store.load_card(targets_dir)
+    if card["mode"] != config.mode:
+        return False
+    if config.mode == "fixed_teacher":
+        return True
+    return card["view_spec"] == teacher_view(config, config.mode) and (
+        config.mode != "function_matching" or float(card["mixup_p"]) == float(config.mixup_p))
+
+
+def fixed_teacher_store(workdir: pathlib.Path) -> pathlib.Path:
+    """Where a fixed_teacher run without --targets keeps its own store."""
+    return pathlib.Path(workdir) / "teacher_targets"
+
+
+__all__ = ["STORED_MODES", "check_for_run", "check_mode", "fits", "fixed_teacher_store", "generate_for_config",
+           "teacher_view"]
