@@ -114,33 +114,65 @@ def compiled_forward(model) -> tuple[Callable[[Any], Any], Callable[[np.ndarray]
     raise FunmatchError(f"latency: backend {backend!r} is not supported (use KERAS_BACKEND=jax or tensorflow)")
 
 
-def time_calls(function: Callable[[], Any], *, repeats: int, warmup: int = 2, max_seconds: float = 10.0,
-               clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    """Seconds of each of up to `repeats` calls of `function()`, after `warmup` untimed calls.
+# A timed sample lasts at least this long: sub-millisecond calls (a small student at batch 1) are
+# timed in groups, so that timer resolution and dispatch jitter do not decide the figure.
+MIN_SAMPLE_SECONDS = 0.005
 
-    Stops early once `max_seconds` of timed calls have passed (at least 3 calls are always timed),
-    so a large model on a slow device does not stall the evaluation.
+
+def time_calls(function: Callable[[], Any], *, repeats: int, warmup: int = 2, max_seconds: float = 10.0,
+               clock: Callable[[], float] = time.perf_counter, min_sample_seconds: float = MIN_SAMPLE_SECONDS) -> list[float]:
+    """Seconds per call of `function()`, one value per timed sample (up to `repeats`), after `warmup`
+    untimed calls.
+
+    When the first timed call is shorter than `min_sample_seconds`, it only calibrates: each sample
+    then times as many consecutive calls as last about that long, and divides. Stops early once
+    `max_seconds` of timed samples have passed (at least 3 samples are always timed), so a large model
+    on a slow device does not stall the evaluation.
     """
     for _ in range(warmup):
         function()
-    durations = []
-    spent = 0.0
-    for _ in range(max(1, repeats)):
+    durations: list[float] = []
+    calls, spent = 1, 0.0
+    while len(durations) < max(1, repeats):
         start = clock()
-        function()
+        for _ in range(calls):
+            function()
         duration = clock() - start
-        durations.append(duration)
         spent += duration
+        if calls == 1 and not durations and 0 < duration < min_sample_seconds:
+            calls = min(1000, int(min_sample_seconds / duration) + 1)  # calibration: not a sample
+            continue
+        durations.append(duration / calls)
         if spent > max_seconds and len(durations) >= 3:
             break
     return durations
+
+
+def latency_summary(durations: list[float], batch_size: int) -> dict[str, Any]:
+    """{batch_size, median_ms, p25_ms, p75_ms, min_ms, repeats, throughput_images_per_sec} of per-call seconds.
+
+    The quartiles are the spread: on a shared CPU one measurement differs from the next, and a ratio
+    of two medians is only as good as that spread allows.
+    """
+    ordered = sorted(durations)
+    median = statistics.median(ordered)
+    quartiles = statistics.quantiles(ordered, n=4, method="inclusive") if len(ordered) > 1 else [median, median, median]
+    return {
+        "batch_size": int(batch_size),
+        "median_ms": median * 1e3,
+        "p25_ms": quartiles[0] * 1e3,
+        "p75_ms": quartiles[2] * 1e3,
+        "min_ms": ordered[0] * 1e3,
+        "repeats": len(ordered),
+        "throughput_images_per_sec": batch_size / median if median > 0 else float("inf"),
+    }
 
 
 def measure_latency(model, resolution: int, batch_sizes=LATENCY_BATCH_SIZES, *, repeats: int = 20,
                     max_seconds: float = 10.0, seed: int = 0) -> tuple[dict[str, dict[str, Any]], str]:
     """Latency of a compiled forward pass at each batch size, on the current device.
 
-    Returns ({"batch_{B}": {batch_size, median_ms, min_ms, repeats, throughput_images_per_sec}},
+    Returns ({"batch_{B}": `latency_summary` (median with quartiles, min, repeats, throughput)},
     compiler name).
     """
     forward, to_device, compiler = compiled_forward(model)
@@ -158,14 +190,7 @@ def measure_latency(model, resolution: int, batch_sizes=LATENCY_BATCH_SIZES, *, 
             function = tf.function(lambda x: model(x, training=False))
             forward, compiler = (lambda x: function(x).numpy()), "tf.function"
             durations = time_calls(lambda: forward(images), repeats=repeats, max_seconds=max_seconds)
-        median = statistics.median(durations)
-        out[f"batch_{batch_size}"] = {
-            "batch_size": int(batch_size),
-            "median_ms": median * 1e3,
-            "min_ms": min(durations) * 1e3,
-            "repeats": len(durations),
-            "throughput_images_per_sec": batch_size / median if median > 0 else float("inf"),
-        }
+        out[f"batch_{batch_size}"] = latency_summary(durations, batch_size)
     return out, compiler
 
 
