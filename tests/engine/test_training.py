@@ -73,6 +73,7 @@ def test_prepare_workdir_resume_rules(tmp_path):
     assert prepare_workdir(workdir, {"lr": 0.1, "steps": 10}) is False
     assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.1, "steps": 10}
     assert prepare_workdir(workdir, {"lr": 0.1, "steps": 10}) is True
+    (workdir / "metrics.jsonl").write_text('{"step": 5}\n')  # the run trained: its settings are fixed
     with pytest.raises(FunmatchError, match=r"lr: 0.1 -> 0.2"):
         prepare_workdir(workdir, {"lr": 0.2, "steps": 10})
     # The refused run did not touch the workdir.

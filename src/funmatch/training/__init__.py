@@ -11,7 +11,9 @@ from funmatch.training.checkpoints import (
     atomic_save_keras,
     atomic_save_npy,
     atomic_write_text,
+    lock_workdir,
     prepare_workdir,
+    unlock_workdir,
 )
 from funmatch.training.loop import fit_resumable
 
@@ -22,5 +24,7 @@ __all__ = [
     "atomic_save_npy",
     "atomic_write_text",
     "fit_resumable",
+    "lock_workdir",
     "prepare_workdir",
+    "unlock_workdir",
 ]

@@ -17,12 +17,16 @@ and checkpoint. The data "epoch" (passes over the training set) is reported sepa
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
 import shutil
+import socket
+import sys
 import tempfile
 import time
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,7 +38,12 @@ CHECKPOINT_PREFIX = "ckpt-"
 
 
 def atomic_write_text(path: os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file + rename (never a half-written file)."""
+    """Write `text` to `path` through a temporary file + rename (never a half-written file).
+
+    In a multi-process run only process 0 writes (here and in the other writers of this module).
+    """
+    if not _is_first_process():
+        return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -46,6 +55,8 @@ def atomic_write_text(path: os.PathLike, text: str) -> None:
 
 
 def atomic_save_npy(path: os.PathLike, array: np.ndarray) -> None:
+    if not _is_first_process():
+        return
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
@@ -55,12 +66,24 @@ def atomic_save_npy(path: os.PathLike, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def atomic_save_keras(model, path: os.PathLike) -> None:
-    """`model.save(path)` through a temporary file in the same folder + rename."""
+def atomic_save_keras(model, path: os.PathLike, *, eval_crop_fraction: float | None = None) -> None:
+    """`model.save(path)` through a temporary file in the same folder + rename.
+
+    `eval_crop_fraction`: the evaluation view the run scored the model at (R / resize_small); a funmatch
+    `Classifier` carries it in the file, and `funmatch evaluate` uses it by default.
+    """
+    if not _is_first_process():
+        return
     path = pathlib.Path(path)
+    if eval_crop_fraction is not None and hasattr(model, "eval_crop_fraction"):
+        model.eval_crop_fraction = float(eval_crop_fraction)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise FunmatchError(f"{path}: cannot write the model ({error.strerror or error})") from None
 
 
 class Checkpointer:
@@ -75,7 +98,7 @@ class Checkpointer:
         self.directory = pathlib.Path(directory)
         self.keep = max(1, int(keep))
         self.directory.mkdir(parents=True, exist_ok=True)
-        for leftover in self.directory.glob(".tmp-*"):  # from a run killed mid-save
+        for leftover in self.directory.glob(".tmp-*") if _is_first_process() else ():  # from a run killed mid-save
             shutil.rmtree(leftover, ignore_errors=True)
 
     def steps(self) -> list[int]:
@@ -96,6 +119,8 @@ class Checkpointer:
         return self.directory / f"{CHECKPOINT_PREFIX}{step:09d}"
 
     def save(self, step: int, groups: dict[str, Sequence[Any]], meta: dict[str, Any] | None = None) -> pathlib.Path:
+        if not _is_first_process():  # process 0 writes; every process restores
+            return self.path(step)
         arrays, layout = {}, {}
         for group, variables in groups.items():
             layout[group] = []
@@ -104,48 +129,105 @@ class Checkpointer:
                 arrays[f"{group}/{i:05d}"] = value
                 layout[group].append([_variable_path(variable), list(value.shape)])
         meta = dict(meta or {}, step=int(step), layout=layout, time=time.time())
-        tmp = pathlib.Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-"))
+        final = self.path(step)
+        tmp = None
         try:
+            tmp = pathlib.Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-"))
             with open(tmp / "state.npz", "wb") as f:
                 np.savez(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            final = self.path(step)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except OSError as error:  # disk full, quota, read-only: the earlier checkpoints are untouched
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = self.latest_step()
+            raise FunmatchError(
+                f"{final}: cannot write the checkpoint ({error.strerror or error}); "
+                + (f"the checkpoint of step {previous} is intact: free space and re-run to resume"
+                   if previous is not None else "no checkpoint was written yet")
+            ) from None
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         for old in self.steps()[: -self.keep]:
             shutil.rmtree(self.path(old), ignore_errors=True)
         return final
 
     def restore(self, groups: dict[str, Sequence[Any]], step: int | None = None) -> dict[str, Any] | None:
-        """Assign the latest (or the given) checkpoint into `groups`; returns its meta or None."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            return None
-        path = self.path(step)
-        meta = json.loads((path / "meta.json").read_text())
-        with np.load(path / "state.npz") as data:
+        """Assign the latest (or the given) checkpoint into `groups`; returns its meta or None.
+
+        A damaged checkpoint (truncated or corrupt `state.npz`, unreadable `meta.json`, NaN/Inf values)
+        is moved aside to `damaged-ckpt-…` with a note on stderr and the previous intact one is used.
+        A checkpoint of another model (variable count or shapes) is an error, never skipped.
+        """
+        candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+        damaged = []
+        for candidate in candidates:
+            path = self.path(candidate)
+            try:
+                meta, arrays = self._read(path, groups)
+            except _Damaged as error:
+                damaged.append(f"{path.name} ({error})")
+                aside = self.directory / f"damaged-{path.name}"
+                if _is_first_process():  # process 0 moves it; the others skip it too
+                    shutil.rmtree(aside, ignore_errors=True)
+                    path.rename(aside)
+                remaining = [s for s in candidates if s < candidate]
+                print(f"funmatch: checkpoint {path} is damaged ({error}); moved to {aside.name}"
+                      + (f", falling back to step {remaining[0]}" if remaining else ""), file=sys.stderr, flush=True)
+                continue
             for group, variables in groups.items():
-                saved = meta["layout"].get(group)
-                if saved is None or len(saved) != len(variables):
-                    raise FunmatchError(
-                        f"checkpoint {path}: group {group!r} has {0 if saved is None else len(saved)} variables, "
-                        f"the model has {len(variables)}; the workdir belongs to a different model or config"
-                    )
                 for i, variable in enumerate(variables):
-                    value = data[f"{group}/{i:05d}"]
-                    if tuple(value.shape) != tuple(variable.shape):
-                        raise FunmatchError(
-                            f"checkpoint {path}: {group} variable {saved[i][0]} has shape {value.shape}, "
-                            f"the model's {_variable_path(variable)} has {tuple(variable.shape)}"
-                        )
-                    variable.assign(value)
-        return meta
+                    variable.assign(arrays[f"{group}/{i:05d}"])
+            return meta
+        if damaged:
+            raise FunmatchError(
+                f"every checkpoint in {self.directory} is damaged: {'; '.join(damaged)}; "
+                "move the workdir away (or delete its checkpoints/) to start the run over"
+            )
+        return None
+
+    def _read(self, path: pathlib.Path, groups: dict[str, Sequence[Any]]) -> tuple[dict, dict[str, np.ndarray]]:
+        """(meta, arrays) of the checkpoint at `path`, fully read and checked; raises `_Damaged`."""
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            layout = meta["layout"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise _Damaged(f"meta.json: {type(error).__name__}: {error}") from None
+        for group, variables in groups.items():
+            saved = layout.get(group)
+            if saved is None or len(saved) != len(variables):
+                raise FunmatchError(
+                    f"checkpoint {path}: group {group!r} has {0 if saved is None else len(saved)} variables, "
+                    f"the model has {len(variables)}; the workdir belongs to a different model or config"
+                )
+        arrays = {}
+        try:
+            with np.load(path / "state.npz", allow_pickle=False) as data:
+                for group, variables in groups.items():
+                    for i, variable in enumerate(variables):
+                        key = f"{group}/{i:05d}"
+                        value = data[key]
+                        if tuple(value.shape) != tuple(variable.shape):
+                            raise FunmatchError(
+                                f"checkpoint {path}: {group} variable {layout[group][i][0]} has shape {value.shape}, "
+                                f"the model's {_variable_path(variable)} has {tuple(variable.shape)}"
+                            )
+                        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                            raise _Damaged(f"state.npz: {group} variable {layout[group][i][0]} holds NaN/Inf")
+                        arrays[key] = value
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise _Damaged(f"state.npz: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        return meta, arrays
+
+
+class _Damaged(Exception):
+    """A checkpoint that cannot be read back (the reason is the message)."""
 
 
 def _to_numpy(variable):
@@ -158,32 +240,133 @@ def _variable_path(variable) -> str:
     return str(getattr(variable, "path", getattr(variable, "name", "?")))
 
 
+LOCK_NAME = ".lock"
+# Run settings recorded since a later version: a workdir written before them still resumes.
+LATER_FIELDS = ("teacher_sha256",)
+_HELD_LOCKS: dict[str, int] = {}  # resolved workdir -> the open descriptor holding its lock
+
+
+def lock_workdir(workdir: os.PathLike) -> None:
+    """Holds an exclusive lock on `workdir` until this process ends (or `unlock_workdir`).
+
+    A second run on the same workdir (another `distill`, `teacher` or `tune`) is refused with a line
+    naming the holder. The lock is an `flock` on WORKDIR/.lock, which the kernel drops when its process
+    dies, so the lock of a killed run is never stale. Taking it again in the same process is a no-op.
+    """
+    workdir = pathlib.Path(workdir)
+    key = str(workdir.resolve())
+    if key in _HELD_LOCKS:
+        return
+    path = workdir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise FunmatchError(f"workdir {workdir}: cannot create {LOCK_NAME} ({error.strerror or error})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except ValueError:
+            holder = {}
+        os.close(fd)
+        who = f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
+        raise FunmatchError(
+            f"workdir {workdir} is in use by another run ({who}); wait for it to end, or use another --workdir"
+        ) from None
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    _HELD_LOCKS[key] = fd
+
+
+def unlock_workdir(workdir: os.PathLike) -> None:
+    """Releases the lock `lock_workdir` took in this process (no-op when none is held)."""
+    fd = _HELD_LOCKS.pop(str(pathlib.Path(workdir).resolve()), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _is_first_process() -> bool:
+    """Only process 0 of a multi-process run takes the workdir lock (all processes share the workdir)."""
+    jax = sys.modules.get("jax")
+    try:
+        return jax is None or jax.process_index() == 0
+    except Exception:  # jax imported but no backend yet
+        return True
+
+
+def _has_progress(workdir: pathlib.Path) -> bool:
+    """Whether the run in `workdir` got as far as a checkpoint or a metrics record."""
+    checkpoints = workdir / "checkpoints"
+    return (workdir / "metrics.jsonl").exists() or (
+        checkpoints.is_dir() and any(p.name.startswith(CHECKPOINT_PREFIX) for p in checkpoints.iterdir())
+    )
+
+
+def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], ignore: Sequence[str],
+                   timeout: float = 600.0) -> bool:
+    """`prepare_workdir` on processes other than 0: wait until process 0 has written config.json, check it."""
+    config_path = workdir / "config.json"
+    current = json.loads(json.dumps(run_config))
+    deadline = time.time() + timeout
+    while True:
+        try:
+            previous = json.loads(config_path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous is not None:
+            differing = sorted(k for k in set(previous) | set(current) if k not in ignore and previous.get(k) != current.get(k))
+            if not differing:
+                return _has_progress(workdir)
+        if time.time() > deadline:
+            raise FunmatchError(f"workdir {workdir}: process 0 wrote no config.json matching this process's settings "
+                                f"in {timeout:.0f} s; start every process with the same command and a shared --workdir")
+        time.sleep(0.2)
+
+
 def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore: Sequence[str] = ()) -> bool:
-    """Create `workdir` and write config.json, or check a resumed run's config matches.
+    """Create `workdir`, lock it (`lock_workdir`) and write config.json, or check a resumed run's config.
 
     Returns True when the workdir already held a run (resume). A mismatch in any field other than
-    `ignore` is a clear error: resuming with different settings would silently mix two runs.
+    `ignore` is a clear error: resuming with different settings would silently mix two runs. A workdir
+    whose run never reached a checkpoint (it stopped on an error) takes the new settings instead.
     """
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"
+    if not _is_first_process():
+        return _await_workdir(workdir, run_config, ignore)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FunmatchError(f"--workdir {workdir}: cannot create it ({error.strerror or error})") from None
+    if not workdir.is_dir():
+        raise FunmatchError(f"--workdir {workdir}: not a directory")
+    if _is_first_process():
+        lock_workdir(workdir)
+    current = json.loads(json.dumps(run_config))
     if config_path.exists():
         try:
             previous = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise FunmatchError(f"{config_path}: not valid JSON ({e}); move the workdir away or fix the file") from None
-        current = json.loads(json.dumps(run_config))
         differing = sorted(
-            k for k in set(previous) | set(current) if k not in ignore and previous.get(k) != current.get(k)
+            k for k in set(previous) | set(current)
+            if k not in ignore and previous.get(k) != current.get(k) and not (k in LATER_FIELDS and k not in previous)
         )
-        if differing:
+        if not differing:
+            return True
+        if _has_progress(workdir):
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in differing[:6])
             raise FunmatchError(
                 f"workdir {workdir} holds a run with other settings ({details}); "
                 "use a new --workdir, or re-run with the same settings to resume"
             )
-        return True
-    if workdir.exists() and any(p for p in workdir.iterdir() if not p.name.startswith(".")):
+    elif any(p for p in workdir.iterdir() if not p.name.startswith(".")):
         raise FunmatchError(f"workdir {workdir} is not empty and holds no funmatch run (no config.json)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, json.dumps(run_config, indent=2, sort_keys=True))
+    try:
+        atomic_write_text(config_path, json.dumps(run_config, indent=2, sort_keys=True))
+    except OSError as error:
+        raise FunmatchError(f"{config_path}: cannot write it ({error.strerror or error})") from None
     return False

@@ -16,10 +16,59 @@ import time
 from typing import Any, Callable, Sequence
 
 
+from funmatch import runtime
 from funmatch.errors import FunmatchError
 from funmatch.training.checkpoints import Checkpointer
 
 BUDGET_KEYS = ("max_wall_seconds", "max_cpu_seconds")
+# Divergence: a loss this many times above its running minimum (floored at a thousandth of the first
+# loss), or a trainable weight this large in magnitude, stops the run (NaN is caught on its own).
+DIVERGENCE_FACTOR = 1e4
+WEIGHT_BOUND = 1e6
+
+
+def diverged(loss: float, lowest: float, first: float) -> bool:
+    """Whether `loss` grew by orders of magnitude (DIVERGENCE_FACTOR) over its running minimum `lowest`."""
+    return loss > DIVERGENCE_FACTOR * max(lowest, 1e-3 * abs(first), 1e-12)
+
+
+def largest_weight(groups: dict[str, Sequence[Any]]) -> tuple[float, str]:
+    """(max |w|, variable path) over the trainable variables of the model groups (not optimizer, rng)."""
+    import keras
+
+    largest, where = 0.0, ""
+    for group, variables in groups.items():
+        if group in ("optimizer", "rng"):
+            continue
+        for variable in variables:
+            if getattr(variable, "trainable", True) and "float" in str(variable.dtype):
+                value = float(keras.ops.convert_to_numpy(keras.ops.max(keras.ops.abs(variable.value))))
+                if not value <= largest:  # NaN counts as the largest
+                    largest, where = value, str(getattr(variable, "path", variable.name))
+    return largest, where
+
+
+def trim_records(workdir: pathlib.Path, step: int, chunk_steps: int) -> None:
+    """Drops metrics.jsonl records after `step` and log.csv rows of later chunks: a resumed run (or one
+    that fell back to an earlier checkpoint) writes them again, and each step must appear once."""
+    from funmatch.training.checkpoints import atomic_write_text
+
+    metrics = workdir / "metrics.jsonl"
+    if metrics.exists():
+        kept = []
+        for line in metrics.read_text().splitlines():
+            try:
+                if line.strip() and int(json.loads(line)["step"]) <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a kill
+        atomic_write_text(metrics, "".join(f"{line}\n" for line in kept))
+    log = workdir / "log.csv"
+    if log.exists():
+        lines = log.read_text().splitlines()
+        header, rows = lines[:1], lines[1:]
+        kept = [row for row in rows if row.split(",")[0].strip().isdigit() and int(row.split(",")[0]) < step // chunk_steps]
+        atomic_write_text(log, "".join(f"{line}\n" for line in header + kept))
 
 
 def budget_spent(budget: dict[str, float] | None, train_seconds: float, train_cpu_seconds: float) -> str | None:
@@ -73,6 +122,7 @@ def _build_loop_callback(
             self.train_begin_cpu = None
             self.stopped_by = None  # the budget key that stopped the run
             self.recorded = (self.train_seconds_before, self.train_cpu_seconds_before)  # at the last chunk end
+            self.first_loss = self.lowest_loss = None  # the divergence guard's reference points
 
         def spent(self) -> tuple[float, float]:
             """(train_seconds, train_cpu_seconds) of the run so far."""
@@ -104,6 +154,15 @@ def _build_loop_callback(
                     f"{loss_key} became {loss} at step {self.step}; stopped. The last checkpoint "
                     f"(step {checkpointer.latest_step()}) is intact; lower the learning rate or check the data"
                 )
+            if self.first_loss is None:
+                self.first_loss = self.lowest_loss = loss
+            if diverged(loss, self.lowest_loss, self.first_loss):
+                raise FunmatchError(
+                    f"training diverged at step {self.step}: {loss_key} {loss:.4g} is over {DIVERGENCE_FACTOR:g}x its "
+                    f"lowest value {self.lowest_loss:.4g}; stopped. The last checkpoint (step "
+                    f"{checkpointer.latest_step()}) is intact; lower the learning rate"
+                )
+            self.lowest_loss = min(self.lowest_loss, loss)
             if self.bar is not None:
                 elapsed = time.perf_counter() - self.chunk_start_time
                 rate = (self.step - self.chunk_start_step) * images_per_step / max(elapsed, 1e-9)
@@ -140,11 +199,21 @@ def _build_loop_callback(
                 if self.bar is not None and results:
                     shown = ", ".join(f"{k}={v:.4f}" for k, v in results.items() if isinstance(v, float))
                     self.bar.write(f"step {self.step}: {shown}")
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            checkpointer.save(self.step, groups(), {"epoch": record["epoch"], "train_seconds": record["train_seconds"],
-                                                    "train_cpu_seconds": record["train_cpu_seconds"],
-                                                    "stopped_by": self.stopped_by})
+            state = groups()
+            largest, where = largest_weight(state)
+            if not largest <= WEIGHT_BOUND:  # checked before the checkpoint: the last good one stays intact
+                raise FunmatchError(
+                    f"training diverged by step {self.step}: weight {where} reached {largest:.3g} (bound "
+                    f"{WEIGHT_BOUND:g}); stopped. The last checkpoint (step {checkpointer.latest_step()}) is intact; "
+                    "lower the learning rate"
+                )
+            checkpointer.save(self.step, state, {"epoch": record["epoch"], "train_seconds": record["train_seconds"],
+                                                 "train_cpu_seconds": record["train_cpu_seconds"],
+                                                 "stopped_by": self.stopped_by})
+            # The record follows its checkpoint: a kill in between loses a record, never repeats one.
+            if runtime.is_writer():  # multi-process runs: process 0 writes
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
 
         def on_train_end(self, logs=None):
             if self.bar is not None:
@@ -190,11 +259,14 @@ def fit_resumable(
     if start_step >= total_steps or spent:
         return {"start_step": start_step, "step": start_step, "train_seconds": seconds,
                 "train_cpu_seconds": cpu_seconds, "stopped_by": meta.get("stopped_by") or spent}
+    if chunk_steps < 1:
+        raise FunmatchError(f"checkpoint interval must be >= 1 step, got {chunk_steps} (config key 'checkpoint_every')")
     if start_step % chunk_steps:
         raise FunmatchError(
             f"checkpoint at step {start_step} in {workdir} is not on a chunk boundary of {chunk_steps} steps; "
             "the checkpoint interval changed between runs"
         )
+    trim_records(workdir, start_step, chunk_steps)
     loop = _build_loop_callback(
         start_step=start_step,
         total_steps=total_steps,
@@ -212,7 +284,8 @@ def fit_resumable(
         previous_train_cpu_seconds=cpu_seconds,
         budget=budget,
     )
-    callbacks = [loop, keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True), *extra_callbacks]
+    loggers = [keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True)] if runtime.is_writer() else []
+    callbacks = [loop, *loggers, *extra_callbacks]
     model.fit(
         make_dataset(start_step),
         initial_epoch=start_step // chunk_steps,
