@@ -133,6 +133,14 @@ def read_checkpoint(path_or_url: str | os.PathLike, *, cache: str | None = None)
         if any(key.startswith(prefix) for key in arrays):
             arrays = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
             break
+    # A checkpoint with NaN/Inf weights (a diverged run, a damaged download) would train or score garbage.
+    poisoned = [key for key, value in arrays.items()
+                if value.dtype.kind in "fc" and not np.all(np.isfinite(value))]
+    if poisoned:
+        raise FunmatchError(
+            f"{os.fspath(path_or_url)}: {len(poisoned)} array(s) hold NaN/Inf values ({', '.join(poisoned[:4])}"
+            + (", ..." if len(poisoned) > 4 else "") + "); refusing to load it"
+        )
     # Some big_transfer files name convs `standardized_conv2d_1` etc. (as big_vision also fixes).
     return {re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", key): value for key, value in arrays.items()}
 

@@ -29,6 +29,8 @@ class Classifier(keras.Model):
       resolution: the square input size the model expects (eval pipelines resize/crop to it).
       value_range: (low, high) of the input pixels; funmatch models all use (-1, 1).
       arch_kwargs: the keyword arguments given to `funmatch.models.create` (for the record).
+      eval_crop_fraction: the evaluation view the model was scored at by the run that wrote it:
+        `resize_small(round(R / f))|central_crop(R)` with f = eval_crop_fraction (None: not recorded).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Classifier(keras.Model):
         resolution: int,
         value_range=VALUE_RANGE,
         arch_kwargs: dict | None = None,
+        eval_crop_fraction: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -48,6 +51,7 @@ class Classifier(keras.Model):
         self.resolution = int(resolution)
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.arch_kwargs = dict(arch_kwargs or {})
+        self.eval_crop_fraction = None if eval_crop_fraction is None else float(eval_crop_fraction)
         if backbone.built:
             # The functional backbone already owns its variables; nothing to build here.
             self.built = True
@@ -70,6 +74,7 @@ class Classifier(keras.Model):
             "num_classes": self.num_classes,
             "resolution": self.resolution,
             "value_range": self.value_range,
+            "eval_crop_fraction": self.eval_crop_fraction,
         }
 
     def get_config(self):
@@ -83,6 +88,8 @@ class Classifier(keras.Model):
             "value_range": list(self.value_range),
             "arch_kwargs": dict(self.arch_kwargs),
         }
+        if self.eval_crop_fraction is not None:  # absent in files written before it was recorded
+            config["eval_crop_fraction"] = self.eval_crop_fraction
         return config
 
     @classmethod
@@ -93,8 +100,8 @@ class Classifier(keras.Model):
 
 
 def contract(model: keras.Model) -> dict:
-    """The preprocessing contract of a funmatch model:
-    `{"arch": str, "num_classes": int, "resolution": int, "value_range": (-1.0, 1.0)}`.
+    """The preprocessing contract of a funmatch model: `{"arch": str, "num_classes": int, "resolution": int,
+    "value_range": (-1.0, 1.0), "eval_crop_fraction": float | None}` (the run's evaluation view, if recorded).
 
     Raises FunmatchError for a model that was not made by `funmatch.models.create` (no contract).
     """
@@ -120,13 +127,38 @@ def save(model: keras.Model, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike) -> keras.Model:
     """Loads a `.keras` model with Keras safe mode and funmatch's layers registered.
 
-    Raises FunmatchError naming `path` when the file is missing or does not load.
+    Raises FunmatchError naming `path` and the cause when the file is missing, is not a `.keras` archive
+    (random bytes, truncated), or does not load (e.g. safe mode refusing a function it would have to run).
     """
+    import zipfile
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FunmatchError(f"{path}: model file not found")
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise FunmatchError(f"{path}: not a .keras file (not a zip archive: truncated, damaged or another format)")
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types here; the user needs the path and cause.
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FunmatchError(f"{path}: could not load the model ({type(error).__name__}: {message})") from error
+        raise FunmatchError(f"{path}: could not load the model ({load_error_cause(error)})") from error
+
+
+def load_error_cause(error: BaseException) -> str:
+    """The innermost cause of a Keras loading error, in one line.
+
+    Keras nests the real cause ("Could not locate function 'system'", with the object's config) under
+    generic "could not be deserialized properly" lines, one per enclosing layer; the user needs the last.
+    """
+    import re
+
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    cause = text.split("Exception encountered:")[-1].strip()
+    first = cause.splitlines()[0] if cause else text.splitlines()[0]
+    module = re.search(r"'module': '([\w.]+)'.*?'config': '(\w+)'", cause)
+    if "Could not locate" in first and module:
+        return (f"it names the function {module.group(1)}.{module.group(2)}, which is neither a Keras nor a "
+                "funmatch object; Keras' safe mode refused to load it")
+    first = re.sub(r"\s*Make sure custom classes.*", "", first)
+    return f"{type(error).__name__}: {first[:300]}"
