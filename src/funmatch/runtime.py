@@ -56,23 +56,30 @@ def detect_accelerator(environ=None) -> str:
     return "CPU"
 
 
-def choose_backend(environ=None) -> str:
-    """Set `KERAS_BACKEND` to "jax" on TPU/GPU machines and for multi-process runs, unless it is set.
+def default_backend(environ=None) -> str:
+    """The backend a run gets: `KERAS_BACKEND` when set; else "jax" on TPU/GPU machines and for multi-process
+    runs; else Keras' own default (the backend in ~/.keras/keras.json, or TensorFlow). Imports nothing."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KERAS_BACKEND"):
+        return environ["KERAS_BACKEND"]
+    multi_process = int(environ.get(ENV_NUM_PROCESSES) or 1) > 1
+    if multi_process or detect_accelerator(environ) != "CPU":
+        return "jax"
+    return _keras_json_backend() or "tensorflow"
 
-    On CPU Keras' own default stands (TensorFlow, or the backend in ~/.keras/keras.json). Must run
-    before Keras is imported; afterwards it only reports the backend Keras has. Returns the backend.
+
+def choose_backend(environ=None) -> str:
+    """Set `KERAS_BACKEND` to `default_backend()` unless it is set; returns the backend.
+
+    Must run before Keras is imported; afterwards it only reports the backend Keras has.
     """
     environ = os.environ if environ is None else environ
     if "keras" in sys.modules:
         return backend()
-    requested = environ.get("KERAS_BACKEND")
-    if requested:
-        return requested
-    multi_process = int(environ.get(ENV_NUM_PROCESSES) or 1) > 1
-    if multi_process or detect_accelerator(environ) != "CPU":
-        environ["KERAS_BACKEND"] = "jax"
-        return "jax"
-    return _keras_json_backend() or "tensorflow"
+    chosen = default_backend(environ)
+    if chosen == "jax":
+        environ.setdefault("KERAS_BACKEND", "jax")
+    return chosen
 
 
 def _keras_json_backend() -> str | None:
@@ -137,6 +144,8 @@ def launch_settings(coordinator: str | None = None, num_processes: int | None = 
                          f"--process-id / {ENV_PROCESS_ID}")
     if num_processes is None and process_id is None and coordinator is None:
         return None
+    if coordinator == "auto":  # JAX finds the processes itself (Cloud TPU pod slices, SLURM, Open MPI)
+        return {"coordinator": "auto", "num_processes": num_processes, "process_id": process_id}
     if num_processes is None or num_processes < 1:
         raise FunmatchError(f"--num-processes / {ENV_NUM_PROCESSES}: need a positive number of processes "
                             f"(with --coordinator and --process-id), got {num_processes}")
@@ -162,7 +171,8 @@ def add_launch_arguments(parser) -> None:
         "KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID). Needs the JAX backend.",
     )
     group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                       help="address of process 0, where the JAX coordination service listens")
+                       help="address of process 0, where the JAX coordination service listens; 'auto': JAX finds "
+                            "the processes itself (every host of a Cloud TPU pod slice, SLURM, Open MPI)")
     group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes in the run")
     group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0..N-1")
     group.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -195,9 +205,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     settings = launch_settings(coordinator, num_processes, process_id)
     if settings is None or _state["initialized"]:
         return settings
+    if "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", "jax")  # several processes: JAX unless the user chose otherwise
     if choose_backend() != "jax":
         raise FunmatchError(
-            f"{settings['num_processes']} processes need the JAX backend (KERAS_BACKEND=jax); the "
+            f"{settings['num_processes'] or 'Several'} processes need the JAX backend (KERAS_BACKEND=jax); the "
             f"{os.environ.get('KERAS_BACKEND')} backend runs one process (MultiWorkerMirroredStrategy "
             "does not work with Keras 3)")
     import jax
@@ -207,7 +219,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     keep_tensorflow_off_accelerators()
     import keras
 
-    keras.distribution.initialize(settings["coordinator"], settings["num_processes"], settings["process_id"])
+    coordinator = None if settings["coordinator"] == "auto" else settings["coordinator"]
+    keras.distribution.initialize(coordinator, settings["num_processes"], settings["process_id"])
     _state["initialized"] = True
     return settings
 
