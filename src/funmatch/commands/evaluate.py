@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-repeats", type=int, default=20, help="timed calls per batch size (default: 20)")
     crop = parser.add_mutually_exclusive_group()
     crop.add_argument("--crop-fraction", type=float, default=None,
-                      help="R / resize_small of the eval pp (default: 0.8, the paper's central_crop(128) of resize_small(160))")
+                      help="R / resize_small of the eval pp (default: the view the model's funmatch run scored it "
+                           "at, recorded in its .keras; else 0.8, the paper's central_crop(128) of resize_small(160))")
     crop.add_argument("--config", default=None, help="take the eval pp ratio from this recipe, e.g. eurosat")
 
 
@@ -44,7 +45,10 @@ def main(args: argparse.Namespace) -> int:
     )
     print(format_summary(report))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as error:
+            raise FunmatchError(f"--json {json_path}: cannot write the report ({error.strerror or error})") from None
         print(f"wrote {json_path}")
     return 0

@@ -5,6 +5,7 @@ May import configs, data, models and distill (the loss's `distance`); never trai
 Importing this package imports only numpy; Keras and TensorFlow are imported by the functions that run models.
 """
 
+from funmatch.evaluation.cache import cached_split_logits, file_sha256, model_key
 from funmatch.evaluation.cost import (
     LATENCY_BATCH_SIZES,
     compiled_forward,
@@ -16,7 +17,7 @@ from funmatch.evaluation.cost import (
     resolve_model,
     time_calls,
 )
-from funmatch.evaluation.evaluate import SCHEMA, evaluate_models, format_summary
+from funmatch.evaluation.evaluate import SCHEMA, evaluate_models, format_summary, model_crop_fraction
 from funmatch.evaluation.logits import DEFAULT_CROP_FRACTION, eval_pp, predict_logits, split_logits
 from funmatch.evaluation.metrics import (
     ECE_BINS,
@@ -30,6 +31,9 @@ from funmatch.evaluation.metrics import (
 
 __all__ = [
     "DEFAULT_CROP_FRACTION",
+    "cached_split_logits",
+    "file_sha256",
+    "model_key",
     "ECE_BINS",
     "LATENCY_BATCH_SIZES",
     "SCHEMA",
@@ -37,6 +41,7 @@ __all__ = [
     "device_name",
     "eval_pp",
     "evaluate_models",
+    "model_crop_fraction",
     "expected_calibration_error",
     "fidelity_metrics",
     "format_summary",

@@ -132,6 +132,13 @@ def _json_safe(value):
     return value
 
 
+def model_crop_fraction(model) -> float:
+    """The crop fraction of a model's own evaluation view: recorded in its `.keras` by the funmatch run
+    that wrote it, else the paper's 0.8."""
+    recorded = (getattr(model, "contract", None) or {}).get("eval_crop_fraction")
+    return float(recorded) if recorded else DEFAULT_CROP_FRACTION
+
+
 def evaluate_models(
     student,
     teacher=None,
@@ -155,7 +162,9 @@ def evaluate_models(
       batch_size: eval batch size (the last batch is padded and masked, never dropped).
       latency: measure latency at batch 1 and 64 (compiled forward pass, median of repeats).
       latency_repeats, latency_max_seconds: timed calls per batch size, and a time cap for them.
-      crop_fraction: R / resize_small of the eval pp (default 0.8, the paper's 128/160).
+      crop_fraction: R / resize_small of the eval pp. Default: each model's own evaluation view, as
+        recorded in the `.keras` file by the funmatch run that wrote it (`eval_crop_fraction`), else 0.8
+        (the paper's 128/160).
       config: a recipe (name string or `Config`) whose eval pp ratio to use instead (its
         resize_small / student_resolution), as `funmatch distill` evaluates.
 
@@ -176,7 +185,7 @@ def evaluate_models(
 
             config = get_config(config)
         crop_fraction = config.student_resolution / config.resize_small
-    crop_fraction = DEFAULT_CROP_FRACTION if crop_fraction is None else float(crop_fraction)
+    crop_fraction = None if crop_fraction is None else float(crop_fraction)
 
     card = tfrecords.load_card(data_dir)
     info = tfrecords.split_info(data_dir, split, card)
@@ -189,7 +198,7 @@ def evaluate_models(
     for flag, given in named:
         model, path = resolve_model(given, flag)
         resolution = model_resolution(model, flag)
-        spec = eval_pp(resolution, crop_fraction)
+        spec = eval_pp(resolution, model_crop_fraction(model) if crop_fraction is None else crop_fraction)
         result = _logits_on_split(model, data_dir, split, spec, batch_size, expected, flag)
         if result["logits"].shape[1] != num_classes:
             raise FunmatchError(
