@@ -77,11 +77,12 @@ def _accuracy_panel(axis, run: Run, x: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
     drawn = False
+    model = "model" if run.is_labels else "student"
     for color, split in zip(_SPLIT_COLORS, run.splits):
         for key, style, what in ((f"{split}_accuracy", "-", "accuracy"), (f"{split}_agreement", "--", "agreement")):
             xs, ys = _series(run, key, x)
             if len(xs):
-                axis.plot(xs, 100 * ys, style, color=color, marker="o", markersize=3, label=f"student {split} {what}")
+                axis.plot(xs, 100 * ys, style, color=color, marker="o", markersize=3, label=f"{model} {split} {what}")
                 drawn = True
         periodic, full = _teacher_level(run, split)
         subset = bool(run.config.get("eval_max_examples"))
@@ -94,13 +95,14 @@ def _accuracy_panel(axis, run: Run, x: str) -> None:
         final_x = run.final.get("step") if x == "step" else run.total_epochs
         if run.finished and is_number(run.final.get(f"{split}_accuracy")) and final_x is not None:
             axis.plot([final_x], [100 * run.final[f"{split}_accuracy"]], "*", color=color, markersize=12,
-                      markeredgecolor="black", linestyle="none", label=f"student {split} accuracy, final (full split)")
+                      markeredgecolor="black", linestyle="none", label=f"{model} {split} accuracy, final (full split)")
     if not drawn:
         axis.text(0.5, 0.5, "no periodic evaluation logged", ha="center", va="center", transform=axis.transAxes)
     axis.set_xlabel("training step" if x == "step" else "epoch (passes over the training set)")
     axis.xaxis.set_major_locator(MaxNLocator(nbins=7, integer=x == "step"))
     axis.set_ylabel("accuracy / agreement (%)")
-    axis.set_title(f"Student accuracy and agreement vs {'step' if x == 'step' else 'epoch'}")
+    who = "Accuracy" if run.is_labels else "Student accuracy"
+    axis.set_title(f"{who} and agreement vs {'step' if x == 'step' else 'epoch'}")
     axis.grid(alpha=0.3)
 
 
@@ -137,7 +139,9 @@ def plot_accuracy_vs_time(runs: Sequence[Run], path: os.PathLike) -> pathlib.Pat
             series.append((run, split, xs, ys))
     if not series:
         return None
-    figure = _figure(11, 5.8, left=0.8, right=0.25, top=0.6, bottom=0.7)
+    entries = len(series) + len(runs)  # an upper bound on the legend's lines (runs + teachers)
+    legend_rows = -(-entries // 3)
+    figure = _figure(11, 5.6 + 0.25 * legend_rows, left=0.8, right=0.25, top=0.6, bottom=0.8 + 0.25 * legend_rows)
     axis = figure.subplots()
     teachers: dict[float, str] = {}
     for number, (run, split, xs, ys) in enumerate(series):
@@ -159,7 +163,10 @@ def plot_accuracy_vs_time(runs: Sequence[Run], path: os.PathLike) -> pathlib.Pat
     axis.set_ylabel("accuracy (%)")
     axis.set_xlim(left=0)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=9, loc="lower right")
+    # Below the axes: inside, it hid the final points (bottom right is where accuracy ends up).
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(handles)),
+                  fontsize=9, frameon=False)
     return _save(figure, pathlib.Path(path))
 
 
