@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_file
+from funmatch import runtime
 from funmatch.configs import MODES
 
 
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", default=None, metavar="TARGETS_DIR",
                         help="stored teacher targets (`funmatch targets`): the step runs no teacher")
     add_budget_arguments(parser)
+    runtime.add_launch_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
 
 
@@ -25,6 +27,8 @@ def main(args: argparse.Namespace) -> int:
     check_config(config)
     check_data_dir(args.data)
     check_file("--teacher", args.teacher)
+    runtime.check_launch_arguments(args)
+    runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.distill import distill  # the library (and Keras) after the cheap checks
 
     distill(config, args.data, args.teacher, args.workdir, mode=args.mode, targets=args.targets,

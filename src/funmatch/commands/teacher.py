@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir
+from funmatch import runtime
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes")
     parser.add_argument("--init", default=None, help="checkpoint to fine-tune from: official BiT .npz or a .keras file")
     add_budget_arguments(parser)
+    runtime.add_launch_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -20,6 +22,8 @@ def main(args: argparse.Namespace) -> int:
     config = budget_config(args)
     check_config(config)
     check_data_dir(args.data)
+    runtime.check_launch_arguments(args)
+    runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.labels import train_teacher  # the library (and Keras) after the cheap checks
 
     train_teacher(config, args.data, args.workdir, init=args.init, progress=not args.no_progress)
