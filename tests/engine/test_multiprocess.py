@@ -1,12 +1,15 @@
 """Two processes on 127.0.0.1 (JAX's distributed runtime, gloo CPU collectives) train as one.
 
 Each process reads its own shard of the records and feeds half of the global batch; the result (losses and
-weights, step by step) equals one process fed the same global batches.
+weights, step by step) equals one process fed the same global batches. `funmatch distill` on two processes
+resumes after a SIGKILL of one of them.
 """
 
 import json
 import pathlib
+import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -36,3 +39,50 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(engine_data,
     assert moved > 1e-3
     for a, b in zip(one["weights"], two["weights"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_distill_resumes_after_sigkill_of_one_process(engine_data, engine_teacher, tmp_path):
+    """`funmatch distill` on 2 processes: kill one with SIGKILL, stop the other, restart both: the run resumes
+    from process 0's last checkpoint and finishes; process 0 alone wrote the records (each step once)."""
+    config = "eurosat:smoke=true,student=tiny_cnn_w8,total_steps=12,checkpoint_every=4,eval_every=1000"
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "funmatch.cli", "distill", "--config", config, "--data", str(engine_data),
+               "--teacher", str(engine_teacher), "--workdir", str(workdir), "--no-progress"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    processes = launch(command, 2, port=free_port(), log_dir=first)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and not (workdir / "checkpoints" / "ckpt-000000004").exists():
+            assert all(p.poll() is None for p in processes), "a process ended before the kill\n" + log_tail(first, 2)
+            time.sleep(0.05)
+        processes[1].send_signal(signal.SIGKILL)  # any one process dies ...
+        assert processes[1].wait(30) == -signal.SIGKILL
+    finally:
+        for p in processes:  # ... and the launcher stops the others, as a job scheduler does
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+    assert not (workdir / "student.keras").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in (workdir / "checkpoints").glob("ckpt-*"))
+    assert 4 <= killed_at < 12
+
+    resume = [arg for arg in command if arg != "--no-progress"]  # it prints whether it resumes
+    processes = launch(resume, 2, port=free_port(), log_dir=second)
+    try:
+        codes = [p.wait(timeout=900) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], log_tail(second, 2)
+    log = (second / "process0.log").read_text()
+    assert "funmatch distill: resuming" in log and "on 2 processes" in log, log[-3000:]
+    assert json.loads((workdir / "metrics.json").read_text())["step"] == 12
+    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 12 and killed_at in steps  # each step once, in order
+    from funmatch import models
+
+    weights = models.load(workdir / "student.keras").get_weights()
+    assert all(np.all(np.isfinite(w)) for w in weights)
