@@ -21,7 +21,9 @@ The output is written to a hidden sibling folder and renamed to DIR only when co
 interrupted or failed run never leaves a DIR that looks complete; the hidden folders of killed runs are
 removed by the next run. Files of a folder source that are not images (dangling symlinks, other
 extensions, sub-folders) are listed in the card's `ignored`; a class left without images (all of them
-undecodable, with `--skip-bad`) is an error.
+undecodable, with `--skip-bad`) is an error. A source without a validation split gets none (nothing is
+carved silently): `prepare` says so, and training refuses the data naming `--val-fraction`, which carves
+that fraction of every class from train, deterministically (by file-name hash).
 """
 
 from __future__ import annotations
