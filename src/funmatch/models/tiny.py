@@ -5,7 +5,21 @@
     conv(width, stride 2) -> conv(width) -> conv(2 * width, stride 2) -> conv(4 * width, stride 2)
 
 then global average pool and a dense head. At 64 px the feature maps are 32, 32, 16, 8 px.
-Width 16: about 27 K parameters and 10.5 MFLOPs per 64 px image (10 classes).
+Width 16: about 27 K parameters and 10.3 MFLOPs per 64 px image (10 classes).
+
+Norm layers: BatchNormalization by default. In function matching its statistics are taken on mixed
+images and used on clean ones; measured on the demo's setup (the EuroSAT cut, tiny_cnn at 32 px, the
+shipped teacher, batch 128, 600 steps, TensorFlow on 2 CPU cores), that did not cost accuracy, while
+GroupNorm did:
+
+    norm                                        function matching   labels   (test accuracy, 1,000 images)
+    batch (default)                                  75.0 %         74.7 %
+    batch, statistics recomputed on clean crops      74.0 %         75.6 %
+    group, 8 groups requested                         60.7 %         69.6 %
+    group, 1 group                                    65.5 %           -
+
+(±1.4 points is the standard error at 1,000 test images.) `norm="group"` is batch-independent: the same
+output for an image in any batch, in training and inference alike.
 """
 
 from __future__ import annotations
