@@ -443,6 +443,17 @@ def views_dataset(card: dict, data_dir, units: list[tuple[int, int]], resolution
 # Generation
 
 
+def _shard(images: np.ndarray):
+    """A batch split over the devices of the global `keras.distribution` (JAX), so that the teacher's
+    forward pass runs on all of them; unchanged otherwise (one device)."""
+    import keras
+
+    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    if distribution is None:
+        return images
+    return keras.distribution.distribute_tensor(images, distribution.get_data_layout(images.shape))
+
+
 def _static_card(*, mode, teacher_path, teacher_contract, data_dir, split, data_layout, template, mixup_p, seed,
                  views, top_k, kind, num_classes) -> dict[str, Any]:
     row = row_dtype(kind, num_classes, top_k or 0)
@@ -528,8 +539,9 @@ def generate(
         raise FunmatchError(f"--teacher {teacher_path}: no such file")
     data_card = load_data_card(data_dir)
     num_classes = int(data_card["num_classes"])
-    with runtime.distribution_scope():
-        teacher = models.load(teacher_path)
+    if keras.backend.backend() == "jax":  # DataParallel over all devices: variables replicated, batches sharded
+        runtime.distribution_scope()
+    teacher = runtime.apply_precision(models.load(teacher_path))  # bf16 on accelerators
     contract = models.contract(teacher)
     if int(contract["num_classes"]) != num_classes:
         raise FunmatchError(f"--teacher {teacher_path}: the teacher has {contract['num_classes']} classes, "
@@ -570,7 +582,7 @@ def generate(
     units = [(v, f) for v in range(views) for f in range(len(paths))]
     mine = [u for k, u in enumerate(units) if k % process_count == process_index]
     todo = [u for u in mine if not unit_path(out_dir, card, *u).exists()]
-    devices = runtime.replica_count()
+    devices = runtime.replica_count() if keras.backend.backend() == "jax" else 1
     batch_size = max(devices, batch_size - batch_size % devices)
     timing_path = out_dir / f"timing-p{process_index:04d}.json"
     seconds_before = json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else 0.0
@@ -590,7 +602,7 @@ def generate(
             real = int(images.shape[0])
             if real < batch_size:  # pad to a full batch: every device gets an equal share
                 images = np.pad(images, [[0, batch_size - real], [0, 0], [0, 0], [0, 0]])
-            pending.append(keras.ops.convert_to_numpy(teacher.predict_on_batch(images))[:real])
+            pending.append(keras.ops.convert_to_numpy(teacher.predict_on_batch(_shard(images)))[:real])
             if bar is not None:
                 bar.update(real)
             logits = np.concatenate(pending)
