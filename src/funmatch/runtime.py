@@ -262,6 +262,16 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def from_process_0(value: int) -> int:
+    """Process 0's `value` on every process: a decision (e.g. stop at this step) that must not differ."""
+    if process_info()[1] == 1:
+        return int(value)
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
+
+
 def check_batch_size(global_batch: int, flag: str = "batch_size") -> int:
     """The per-process batch; the global batch must divide over processes and devices."""
     devices = replica_count()

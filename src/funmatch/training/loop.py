@@ -172,6 +172,9 @@ def _build_loop_callback(
                 self.model.stop_training = True
             elif budget:
                 self.stopped_by = budget_spent(budget, *self.spent())
+                if runtime.process_info()[1] > 1:  # every process stops at the same step: process 0's clocks
+                    index = runtime.from_process_0(BUDGET_KEYS.index(self.stopped_by) if self.stopped_by else -1)
+                    self.stopped_by = BUDGET_KEYS[index] if index >= 0 else None
                 if self.stopped_by:  # Keras ends the chunk here: on_epoch_end evaluates and checkpoints
                     self.model.stop_training = True
 
