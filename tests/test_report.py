@@ -632,3 +632,16 @@ def test_augmentation_grid_names_what_each_mode_shows(tmp_path):
 def test_seconds_read_as_minutes():
     assert format_value("train_seconds", 246.0) == "4.1 min"
     assert format_value("train_cpu_seconds", 42.25) == "42.2 s"
+
+
+def test_legends_name_the_mode_once_and_stored_targets(tmp_path):
+    labels = load_run(write_label_workdir(tmp_path, "labels"))
+    labels.label = "labels"
+    assert labels.legend == "labels"  # not "labels (labels)"
+    stored = write_workdir(tmp_path, "fm_store", final={**FM_FINAL, "targets": "stored"}, evaluation=None, augmentations=False)
+    add_training_time(stored)
+    run = load_run(stored)
+    run.label = "fm_store"
+    assert run.legend == "fm_store (function_matching, stored targets)"
+    parser = parse_page(write_report([stored], tmp_path / "out"))
+    assert parser.images[0] == "accuracy-vs-time.png"  # stored-target runs get the first figure too

@@ -89,8 +89,12 @@ class Run:
 
     @property
     def legend(self) -> str:
-        """The run's name in legends: its label, with the mode when the label does not say it."""
-        return self.label if self.mode in self.label else f"{self.label} ({self.mode})"
+        """The run's name in legends: its label, with the mode when the label does not say it, and
+        "stored targets" for a distillation from a store of teacher targets (no teacher in its step)."""
+        words = [] if self.mode in self.label else [self.mode]
+        if self.final.get("targets") == "stored":
+            words.append("stored targets")
+        return f"{self.label} ({', '.join(words)})" if words else self.label
 
     @property
     def is_labels(self) -> bool:
