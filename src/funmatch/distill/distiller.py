@@ -172,7 +172,9 @@ class Distiller(keras.Model):
             correct = ops.cast(
                 ops.equal(ops.cast(ops.argmax(student_logits, axis=-1), "int32"), labels), "float32"
             )
-            self.accuracy_tracker.update_state(correct, sample_weight=mask)
+            # Unlabelled images (label -1, `funmatch.data.unlabeled`) teach through the teacher only: not counted here.
+            labelled = ops.cast(ops.greater_equal(labels, 0), "float32")
+            self.accuracy_tracker.update_state(correct, sample_weight=labelled if mask is None else mask * labelled)
         return self.get_metrics_result()
 
     def get_config(self):
