@@ -29,11 +29,16 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    # The run ends with the report's path and a three-line summary.
-    tail = printed.strip().splitlines()[-4:]
+    # The run ends with the report's path, a four-line summary and the verdict at equal CPU time.
+    tail = printed.strip().splitlines()[-5:]
     assert tail[0] == f"report: {summary['report']}"
     assert tail[1].startswith("teacher: test accuracy") and tail[2].startswith("function matching:")
     assert tail[3].startswith("labels only:")
+    assert tail[4].startswith(("function matching wins by", "labels win by")) and "equal CPU time" in tail[4]
+    # Function matching learnt from the stored targets; their generation counts on its side.
+    fm = summary["function_matching"]
+    assert fm["targets_cpu_seconds"] > 0 and fm["cpu_seconds"] == pytest.approx(fm["targets_cpu_seconds"] + fm["train_cpu_seconds"])
+    assert json.loads((out / "function_matching" / "metrics.json").read_text())["targets"] == "stored"
     assert (out / "report" / "index.html").exists()
     for run in ("function_matching", "labels"):
         assert (out / run / "student.keras").exists() and (out / run / "evaluation.json").exists()
@@ -43,8 +48,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert summary["flops_ratio"] >= 10
     student = models.load(out / "function_matching" / "student.keras")
     assert models.contract(student)["resolution"] == demo.DEMO["student_resolution"]
-    # Re-running reuses everything that is done.
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    # Re-running reuses everything that is done; without progress output the summary is still printed.
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-5:] == tail
 
 
 def test_steps_sets_the_distillation_length_and_rejects_nonsense():

@@ -1,25 +1,29 @@
-"""`funmatch demo`: the whole pipeline, in one command, on the EuroSAT cut embedded in the package.
+"""`funmatch demo`: the whole pipeline, in one command, on the EuroSAT images embedded in the package.
 
-    prepare  eurosat_mini (4,000 / 500 / 1,000 real 64 px images, 10 classes) -> TFRecords
-    teacher  the shipped `bit_r26x0.25` teacher (trained with the `eurosat` recipe on the full EuroSAT
-             train split, which is disjoint from this test split), or --teacher / --train-teacher
-    distill  a ≥ 10× cheaper student (tiny_cnn at 32 px: the teacher's 64 px crop, resized) with
-             function matching
-    labels   the same student trained on labels for the same wall time, as the reference
-    evaluate both against the teacher (accuracy, agreement, KL, per-class gaps, cost)
-    report   HTML + markdown with plots, comparing the two students
+The case distillation is for: few labels, many images, a strong teacher.
 
-Measured with the defaults (2 CPU cores, TensorFlow backend, nothing else running): 9 min 45 s in all;
-the function-matching student (3,000 steps) reached 83.6 % test, agreement with the teacher 84.3 %, in
-4.0 min of training; the same student on labels 88.9 % (agreement 88.0 %) in 4.1 min; the teacher 94.3 %
-on this test split. Labels win at this budget: they run 3× more images per second (no teacher forward
-pass) and mixup slows function matching early on. With the paper's patience, `--steps 14400` (41 min):
-function matching 88.2 % test, agreement 89.7 % (validation 92.0 %); labels 90.2 %, agreement 88.5 %
-(validation 87.6 %). `--quick` runs the same pipeline in about a minute.
+    prepare  eurosat_mini: 1,000 labelled training images (100 per class), 500 validation, 1,000 test (64 px,
+             10 classes), plus eurosat_unlabeled: 4,000 training images without labels
+    teacher  the shipped `bit_r26x0.25` at 96 px (trained on the EuroSAT train split; every validation and test
+             image here comes from the disjoint test split), or --teacher / --train-teacher
+    targets  the teacher's outputs on K function-matching views of all 5,000 images, computed once
+    distill  a ≥ 10× cheaper student (tiny_cnn at 48 px: the teacher's crop, resized) with function matching
+             from the stored targets: no teacher in the training step, no label anywhere
+    labels   the same student trained on the 1,000 labels for the same CPU time (the targets' generation is
+             counted on the function-matching side), with the same crops, flips and schedule shape, and the
+             best learning rate of a recorded sweep (`LABELS_LEARNING_RATE`)
+    evaluate both against the teacher on the clean test split (accuracy, agreement, KL, per-class gaps, cost)
+    report   HTML + markdown, opening with accuracy against training time for both students
+
+Equal time holds on a busy machine: both sides are measured on the same clock, the process's CPU time. The
+function-matching side (generation + training) runs first; the label run is sized to the CPU seconds it used
+(from the CPU cost of its own first steps) and stopped by that budget at the latest.
+
+Measured figures: see `MEASURED` below and the README. `--quick` runs the same pipeline in about a minute.
 Re-running the same command reuses what is done (each step is resumable).
 
 `run_demo` lives with its command: it only strings together the libraries of the other commands
-(data.prepare, training.labels, training.distill, evaluation, reporting) and has no library of its own.
+(data.prepare, data.unlabeled, training.targets, training.distill, training.labels, evaluation, reporting).
 """
 
 from __future__ import annotations
@@ -34,11 +38,18 @@ from typing import Any
 
 from funmatch.errors import FunmatchError
 
-# The demo's distillation: the `eurosat` recipe with a student at half the teacher's resolution.
-DEMO = dict(student="tiny_cnn", student_resolution=32, teacher_resolution=64, resize_small=32, batch_size=128,
+# The demo's distillation: the `eurosat` recipe, a student at half the teacher's resolution, the labelled and
+# unlabelled images as the distillation stream.
+DEMO = dict(student="tiny_cnn", student_resolution=48, teacher_resolution=96, resize_small=48, batch_size=128,
             total_steps=3000, warmup_steps=100, learning_rate=0.01, weight_decay=1e-4, temperature=1.0,
-            checkpoint_every=200, eval_every=600, eval_batch_size=250)
+            mixup_p=1.0, checkpoint_every=100, eval_every=500, eval_batch_size=250,
+            train_split="train_and_unlabeled")
+VIEWS = 16  # stored teacher views per image
+# The label-trained student's learning rate: the best of the sweep in `scripts/label_sweep.sh`.
+LABELS_LEARNING_RATE = 0.01
 QUICK = dict(batch_size=32, total_steps=20, warmup_steps=2, checkpoint_every=10, eval_every=10, eval_max_examples=100)
+QUICK_VIEWS = 2
+CALIBRATION_STEPS = 30  # label steps whose CPU cost sizes the label run
 
 
 def asset(*parts: str) -> pathlib.Path:
@@ -56,18 +67,21 @@ def demo_config(quick: bool, steps: int | None = None):
     if steps is not None:
         if steps < 1:
             raise FunmatchError(f"--steps: need a positive number of distillation steps, got {steps}")
-        values.update(total_steps=steps, warmup_steps=min(values["warmup_steps"], max(1, steps // 10)))
+        values.update(total_steps=steps, warmup_steps=min(values["warmup_steps"], max(1, steps // 10)),
+                      eval_every=max(values["checkpoint_every"], steps // 6 // values["checkpoint_every"] * values["checkpoint_every"]))
     return get_config("eurosat:" + ",".join(f"{k}={v}" for k, v in values.items()))
 
 
-def _prepare(out: pathlib.Path, progress: bool) -> pathlib.Path:
+def _prepare(out: pathlib.Path, seed: int, progress: bool) -> tuple[pathlib.Path, pathlib.Path]:
+    """(the labelled dataset, the same + the unlabelled images as the split `train_and_unlabeled`)."""
     from funmatch.data.prepare import prepare
+    from funmatch.data.unlabeled import add_unlabeled
 
-    data_dir = out / "data"
-    if (data_dir / "dataset.json").exists():
-        return data_dir
-    prepare(f"folder:{asset('eurosat_mini')}", data_dir, progress=progress, name="eurosat_mini")
-    return data_dir
+    data_dir, fm_dir = out / "data", out / "data_unlabeled"
+    if not (data_dir / "dataset.json").exists():
+        prepare(f"folder:{asset('eurosat_mini')}", data_dir, progress=progress, name="eurosat_mini")
+    add_unlabeled(data_dir, f"folder:{asset('eurosat_unlabeled', 'images')}", fm_dir, seed=seed)
+    return data_dir, fm_dir
 
 
 def _teacher(out: pathlib.Path, data_dir: pathlib.Path, args_teacher, train: bool, quick: bool, progress: bool) -> pathlib.Path:
@@ -80,7 +94,7 @@ def _teacher(out: pathlib.Path, data_dir: pathlib.Path, args_teacher, train: boo
         from funmatch.configs import get_config
         from funmatch.training.labels import train_teacher
 
-        config = get_config("eurosat" + (":smoke=true,teacher_steps=20" if quick else ""))
+        config = get_config("eurosat:teacher_resolution=96,resize_small=96" + (",smoke=true,teacher_steps=20" if quick else ""))
         train_teacher(config, data_dir, out / "teacher", progress=progress)
         return out / "teacher" / "teacher.keras"
     path = shipped_teacher()
@@ -89,78 +103,102 @@ def _teacher(out: pathlib.Path, data_dir: pathlib.Path, args_teacher, train: boo
     return path
 
 
-def _train_seconds(workdir: pathlib.Path) -> float:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return float(json.loads(lines[-1])["train_seconds"]) if lines else 0.0
+def _resolution(teacher_path) -> int:
+    """The teacher's own input resolution (its contract): its targets are computed at it."""
+    from funmatch import models
+
+    return int(models.contract(models.load(teacher_path))["resolution"])
 
 
-def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, seconds: float, progress: bool,
-                   quick: bool = False) -> pathlib.Path:
-    """Train the same student on labels for `seconds` of training: its speed is measured first.
+def _records(workdir: pathlib.Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    With `quick` (a smoke test) it trains as many steps as the distillation did instead."""
-    from funmatch.training.labels import train_teacher
+
+def _targets(out: pathlib.Path, config, teacher_path, fm_dir, views: int, progress: bool) -> tuple[pathlib.Path, float, float]:
+    """(the store, CPU seconds, wall seconds of its generation): generated once, its cost kept beside it."""
+    from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.training.targets import generate_for_config
+
+    targets_dir, cost_path = out / "targets", out / "targets_cost.json"
+    if not cost_path.exists():
+        cpu, wall = time.process_time(), time.time()
+        generate_for_config(config, teacher_path, fm_dir, targets_dir, views=views, progress=progress)
+        cost = {"cpu_seconds": time.process_time() - cpu, "wall_seconds": time.time() - wall, "views": views}
+        atomic_write_text(cost_path, json.dumps(cost, indent=2))
+    cost = json.loads(cost_path.read_text())
+    return targets_dir, float(cost["cpu_seconds"]), float(cost["wall_seconds"])
+
+
+def _label_config(config):
+    """The label run: the distillation recipe on the labelled split, with the swept learning rate."""
+    return dataclasses.replace(config, train_split="train", learning_rate=LABELS_LEARNING_RATE, max_cpu_seconds=0.0)
+
+
+def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, teacher_path, cpu_seconds: float,
+                   progress: bool, quick: bool = False) -> pathlib.Path:
+    """The same student on labels for `cpu_seconds` of process CPU time: sized from the CPU cost of its own
+    first steps, and stopped by that budget at the latest. With `quick` it trains the distillation's steps."""
+    from funmatch.training.labels import train_labels
 
     workdir = out / "labels"
-    if (workdir / "student.keras").exists():
-        return workdir
-    label_config = dataclasses.replace(
-        config, teacher=config.student, teacher_resolution=config.student_resolution, teacher_from_scratch=True,
-        teacher_optimizer="adam", teacher_learning_rate=config.learning_rate, teacher_weight_decay=config.weight_decay,
-        teacher_batch_size=config.batch_size, teacher_mixup_p=0.0, teacher_warmup_steps=config.warmup_steps,
-        teacher_augment="",  # the distillation's augmentations (crop + flip), not the teacher recipe's rotations
-    )
+    label_config = _label_config(config)
     if quick:
-        train_teacher(dataclasses.replace(label_config, teacher_steps=config.steps, teacher_warmup_steps=config.warmup_steps),
-                      data_dir, workdir, progress=progress, output_name="student")
+        train_labels(label_config, data_dir, workdir, teacher_path=teacher_path, progress=progress)
         return workdir
-    calibration = out / "labels_speed"
-    if not (calibration / "metrics.jsonl").exists():
-        steps = max(2 * config.checkpoint_every, 20)
-        train_teacher(dataclasses.replace(label_config, teacher_steps=steps, teacher_warmup_steps=1, eval_every=10**9),
-                      data_dir, calibration, progress=False, output_name="student")
-    first, last = [json.loads(line) for line in (calibration / "metrics.jsonl").read_text().splitlines()][:2]
-    images_per_sec = last["images_per_sec"]  # the second chunk: after compilation
-    # The first chunk is compilation + one chunk of steps; the label run pays that start-up too.
-    chunk_seconds = last["train_seconds"] - first["train_seconds"]
-    startup = max(0.0, first["train_seconds"] - chunk_seconds)
-    chunk = config.checkpoint_every
-    steps = max(chunk, round((seconds - startup) * images_per_sec / config.batch_size / chunk) * chunk)
-    if progress:
-        print(f"funmatch demo: the label-trained student runs at {images_per_sec:,.0f} img/s: {steps} steps "
-              f"≈ {seconds / 60:.1f} min, the distillation's training time")
-    train_teacher(dataclasses.replace(label_config, teacher_steps=steps, teacher_warmup_steps=min(config.warmup_steps, steps // 10)),
-                  data_dir, workdir, progress=progress, output_name="student")
+    if not (workdir / "metrics.json").exists():
+        calibration = out / "labels_speed"
+        chunk = CALIBRATION_STEPS // 3
+        train_labels(dataclasses.replace(label_config, total_steps=CALIBRATION_STEPS, warmup_steps=1, checkpoint_every=chunk,
+                                         eval_every=10**9, eval_max_examples=1), data_dir, calibration, progress=False)
+        first, *_, last = _records(calibration)
+        per_step = (last["train_cpu_seconds"] - first["train_cpu_seconds"]) / (last["step"] - first["step"])
+        startup = max(0.0, first["train_cpu_seconds"] - per_step * first["step"])
+        every = config.checkpoint_every
+        steps = max(every, int((cpu_seconds - startup) / per_step) // every * every)
+        if progress:
+            print(f"funmatch demo: a label step costs {per_step:.3f} CPU s: {steps} steps fill the "
+                  f"{cpu_seconds / 60:.1f} CPU minutes of the function-matching side")
+        label_config = dataclasses.replace(
+            label_config, total_steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 10)),
+            eval_every=max(every, steps // 6 // every * every), max_cpu_seconds=cpu_seconds)
+    train_labels(label_config, data_dir, workdir, teacher_path=teacher_path, progress=progress)
     return workdir
 
 
 def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = None, train_teacher: bool = False,
-             progress: bool = True, steps: int | None = None) -> dict[str, Any]:
-    """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`)."""
+             progress: bool = True, steps: int | None = None, views: int | None = None) -> dict[str, Any]:
+    """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`).
+
+    The summary is printed at the end (with `progress=False` too: it is the command's result)."""
     from funmatch.evaluation import evaluate_models
     from funmatch.reporting import write_report
-    from funmatch.training.distill import distill
     from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.training.distill import distill
 
     started = time.time()
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = demo_config(quick, steps)
-    if progress:
-        print(f"funmatch demo: 1/5 prepare the embedded EuroSAT cut -> {out / 'data'}")
-    data_dir = _prepare(out, progress)
+    views = views or (QUICK_VIEWS if quick else VIEWS)
+    if views < 1:
+        raise FunmatchError(f"--views: need at least one stored view per image, got {views}")
+    say = print if progress else (lambda *a, **k: None)
+    say(f"funmatch demo: 1/6 prepare the embedded EuroSAT images -> {out / 'data'} (+ unlabelled: {out / 'data_unlabeled'})")
+    data_dir, fm_dir = _prepare(out, config.seed, progress)
     teacher_path = _teacher(out, data_dir, teacher, train_teacher, quick, progress)
-    if progress:
-        print(f"funmatch demo: 2/5 distill {config.student} @ {config.student_resolution} px from {teacher_path.name} "
-              f"@ {config.teacher_resolution} px with function matching ({config.steps} steps)")
+    config = dataclasses.replace(config, teacher_resolution=_resolution(teacher_path))
+    say(f"funmatch demo: 2/6 the teacher's targets on {views} views of every image, once ({teacher_path.name} "
+        f"@ {config.teacher_resolution} px)")
+    targets_dir, targets_cpu, targets_wall = _targets(out, config, teacher_path, fm_dir, views, progress)
+    say(f"funmatch demo: 3/6 distill {config.student} @ {config.student_resolution} px with function matching from the "
+        f"stored targets ({config.steps} steps)")
     distill_dir = out / "function_matching"
-    distill(config, data_dir, teacher_path, distill_dir, progress=progress)
-    seconds = _train_seconds(distill_dir)
-    if progress:
-        print("funmatch demo: 3/5 the same student on labels, same training time")
-    label_dir = _label_student(out, config, data_dir, seconds, progress, quick=quick)
-    if progress:
-        print("funmatch demo: 4/5 evaluate both students against the teacher")
+    distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
+    fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
+    say(f"funmatch demo: 4/6 the same student on the 1,000 labels, for the same CPU time ({fm_cpu / 60:.1f} min)")
+    label_dir = _label_student(out, config, data_dir, teacher_path, fm_cpu, progress, quick=quick)
+    say("funmatch demo: 5/6 evaluate both students against the teacher")
     evaluations = {}
     for name, workdir in (("function_matching", distill_dir), ("labels", label_dir)):
         path = workdir / "evaluation.json"
@@ -169,45 +207,50 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
                                      latency=not quick, config=config)
             atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
         evaluations[name] = json.loads(path.read_text())
-    # The label run's final metrics in the distillation runs' scheme, so that the report compares them.
-    lab = evaluations["labels"]
-    label_metrics = json.loads((label_dir / "student_metrics.json").read_text())
-    label_metrics.update({"step": label_metrics["steps"], "mode": "labels", "test_agreement": lab["fidelity"]["agreement_top1"],
-                          "test_agreement_top5": lab["fidelity"]["agreement_top5"], "test_kl": lab["fidelity"]["kl_mean"],
-                          "teacher_test_accuracy": lab["teacher"]["accuracy_top1"]})
-    atomic_write_text(label_dir / "metrics.json", json.dumps(label_metrics, indent=2, sort_keys=True))
-    if progress:
-        print("funmatch demo: 5/5 write the report")
-    index = write_report([distill_dir, label_dir], out / "report", title="funmatch demo: EuroSAT, function matching vs labels")
+    say("funmatch demo: 6/6 write the report")
+    index = write_report([distill_dir, label_dir], out / "report",
+                         title="funmatch demo: EuroSAT, 1,000 labels + 4,000 unlabelled images — function matching vs labels")
 
     fm, lab = evaluations["function_matching"], evaluations["labels"]
+    fm_last, lab_last = _records(distill_dir)[-1], _records(label_dir)[-1]
+
+    def side(evaluation, last, extra_cpu=0.0, extra_wall=0.0):
+        return {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"],
+                "kl": evaluation["fidelity"]["kl_mean"], "steps": last["step"],
+                "train_cpu_seconds": float(last["train_cpu_seconds"]), "train_seconds": float(last["train_seconds"]),
+                "cpu_seconds": extra_cpu + float(last["train_cpu_seconds"]),
+                "seconds": extra_wall + float(last["train_seconds"]), "images_per_sec": last.get("images_per_sec")}
+
     summary = {
         "teacher": {"path": str(teacher_path), "accuracy": fm["teacher"]["accuracy_top1"],
                     "params": fm["teacher"]["params"], "flops_per_image": fm["teacher"]["flops_per_image"]},
-        "function_matching": {"accuracy": fm["student"]["accuracy_top1"], "agreement": fm["fidelity"]["agreement_top1"],
-                              "params": fm["student"]["params"], "train_seconds": seconds},
-        "labels": {"accuracy": lab["student"]["accuracy_top1"], "agreement": lab["fidelity"]["agreement_top1"],
-                   "train_seconds": _train_seconds(label_dir)},
+        "function_matching": {**side(fm, fm_last, targets_cpu, targets_wall), "params": fm["student"]["params"],
+                              "targets_cpu_seconds": targets_cpu, "targets_seconds": targets_wall, "views": views,
+                              "images": "1,000 labelled + 4,000 unlabelled (labels unused)"},
+        "labels": {**side(lab, lab_last), "learning_rate": LABELS_LEARNING_RATE, "images": "1,000 labelled"},
         "flops_ratio": fm["ratios"]["flops_per_image"],
         "report": str(index),
         "wall_seconds": time.time() - started,
         "quick": quick,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
-    if progress:
-        print(format_summary(summary))
+    print(format_summary(summary))
     return summary
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     teacher, fm, lab = summary["teacher"], summary["function_matching"], summary["labels"]
+    gap = 100 * (fm["accuracy"] - lab["accuracy"])
+    verdict = (f"function matching wins by {gap:.1f} points at equal CPU time" if gap > 0 else
+               f"labels win by {-gap:.1f} points at equal CPU time")
     return "\n".join([
         f"report: {summary['report']}",
-        f"teacher: test accuracy {100 * teacher['accuracy']:.1f} %; students use {summary['flops_ratio']:.1f}× fewer FLOPs per image",
+        f"teacher: test accuracy {100 * teacher['accuracy']:.1f} %; the students use {summary['flops_ratio']:.1f}× fewer FLOPs per image",
         f"function matching: test accuracy {100 * fm['accuracy']:.1f} %, agreement with the teacher {100 * fm['agreement']:.1f} % "
-        f"({fm['train_seconds'] / 60:.1f} min of training)",
+        f"({fm['cpu_seconds'] / 60:.1f} CPU min: {fm['targets_cpu_seconds'] / 60:.1f} targets + {fm['train_cpu_seconds'] / 60:.1f} training)",
         f"labels only:       test accuracy {100 * lab['accuracy']:.1f} %, agreement with the teacher {100 * lab['agreement']:.1f} % "
-        f"({lab['train_seconds'] / 60:.1f} min of training)",
+        f"({lab['cpu_seconds'] / 60:.1f} CPU min of training)",
+        verdict,
     ])
 
 
@@ -218,11 +261,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-teacher", action="store_true", help="train the teacher from scratch first (longer)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"function-matching steps (default {DEMO['total_steps']}); the label run gets the same "
-                             "training time. More steps: the paper's patience, a longer demo")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+                             "CPU time. More steps: the paper's patience, a longer demo")
+    parser.add_argument("--views", type=int, default=None,
+                        help=f"stored teacher views per image (default {VIEWS}); their generation counts as "
+                             "function-matching time")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output; the summary is still printed")
 
 
 def main(args: argparse.Namespace) -> int:
     run_demo(args.out, quick=args.quick, teacher=args.teacher, train_teacher=args.train_teacher, progress=not args.no_progress,
-             steps=args.steps)
+             steps=args.steps, views=args.views)
     return 0
