@@ -54,3 +54,30 @@ def budget_config(args) -> str:
     if not overrides:
         return args.config
     return args.config + ("," if ":" in args.config else ":") + ",".join(overrides)
+
+
+def add_unlabeled_argument(parser) -> None:
+    parser.add_argument(
+        "--unlabeled", default=None, metavar="SOURCE",
+        help="images without labels added to the distillation stream: a folder of images (classes ignored) or a "
+             "folder written by `funmatch prepare` (its train split). They join --data's train split as the split "
+             "train_and_unlabeled, written once to --unlabeled-data; the config's unlabeled_ratio caps them per "
+             "labelled image (0: all)")
+    parser.add_argument("--unlabeled-data", default=None, metavar="DIR",
+                        help="where the dataset with the unlabelled images goes (default: DATA_unlabeled beside --data)")
+
+
+def with_unlabeled(args, config: str) -> tuple[str, str]:
+    """(data folder, config) of a run with `--unlabeled`: the union dataset (written once) and its split.
+    Without the flag, (`args.data`, `config`) unchanged."""
+    if not getattr(args, "unlabeled", None):
+        return args.data, config
+    import os
+
+    from funmatch.configs import get_config
+    from funmatch.data.unlabeled import UNION_SPLIT, add_unlabeled
+
+    ratio = get_config(config).unlabeled_ratio
+    out = args.unlabeled_data or os.path.normpath(args.data).rstrip(os.sep) + "_unlabeled"
+    add_unlabeled(args.data, args.unlabeled, out, ratio=ratio, seed=get_config(config).seed)
+    return out, config + ("," if ":" in config else ":") + f"train_split={UNION_SPLIT}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_file
+from funmatch.commands import (add_budget_arguments, add_unlabeled_argument, budget_config, check_config, check_data_dir,
+                               check_file, with_unlabeled)
 from funmatch import runtime
 from funmatch.configs import MODES
 
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=None, help="override the recipe's mode (default: function_matching)")
     parser.add_argument("--targets", default=None, metavar="TARGETS_DIR",
                         help="stored teacher targets (`funmatch targets`): the step runs no teacher")
+    add_unlabeled_argument(parser)
     add_budget_arguments(parser)
     runtime.add_launch_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
@@ -31,6 +33,7 @@ def main(args: argparse.Namespace) -> int:
     runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.distill import distill  # the library (and Keras) after the cheap checks
 
-    distill(config, args.data, args.teacher, args.workdir, mode=args.mode, targets=args.targets,
+    data, config = with_unlabeled(args, config)
+    distill(config, data, args.teacher, args.workdir, mode=args.mode, targets=args.targets,
             progress=not args.no_progress)
     return 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 
 from funmatch import runtime
-from funmatch.commands import check_config, check_data_dir, check_file
+from funmatch.commands import add_unlabeled_argument, check_config, check_data_dir, check_file, with_unlabeled
 from funmatch.errors import FunmatchError
 
 STORED_MODES = ("function_matching", "consistent", "fixed_teacher")
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store the k largest log-probabilities (default: all classes up to 128, else 10)")
     parser.add_argument("--batch-size", type=int, default=None, help="teacher batch (default: the recipe's eval batch)")
     runtime.add_launch_arguments(parser)
+    add_unlabeled_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -65,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
     from funmatch.configs import get_config
     from funmatch.training.targets import generate_for_config  # the library (and Keras) after the checks
 
-    card = generate_for_config(get_config(args.config), args.teacher, args.data, args.out, views=args.views,
+    data, config = with_unlabeled(args, args.config)
+    card = generate_for_config(get_config(config), args.teacher, data, args.out, views=args.views,
                                mode=args.mode, top_k=args.top_k, batch_size=args.batch_size,
                                progress=not args.no_progress)
     n = card["data"]["num_examples"]

@@ -80,6 +80,9 @@ class Config:
     # evaluation excluded (`funmatch.training.loop.budget_spent`); the commands' --max-minutes / --max-cpu-minutes.
     max_wall_seconds: float = 0.0
     max_cpu_seconds: float = 0.0
+    # Images without labels (`funmatch distill --unlabeled`): unlabelled images per labelled one in the
+    # distillation stream (0: all of them).
+    unlabeled_ratio: float = 0.0
 
     @property
     def steps(self) -> int:
