@@ -210,3 +210,13 @@ def test_lock_only_in_the_first_process(monkeypatch, tmp_path):
     prepare_workdir(tmp_path / "run", {"a": 1})
     assert not (tmp_path / "run" / ".lock").exists()
     assert str((tmp_path / "run").resolve()) not in checkpoints._HELD_LOCKS
+
+
+def test_workdir_of_an_earlier_version_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    prepare_workdir(workdir, {"lr": 0.5})
+    (workdir / "metrics.jsonl").write_text('{"step": 2}\n')
+    # Settings recorded since: the teacher's hash, a new field at its off value.
+    assert prepare_workdir(workdir, {"lr": 0.5, "teacher_sha256": "ab", "unlabeled_ratio": 0.0}) is True
+    with pytest.raises(FunmatchError, match=r"unlabeled_ratio: None -> 0\.5"):
+        prepare_workdir(workdir, {"lr": 0.5, "unlabeled_ratio": 0.5})

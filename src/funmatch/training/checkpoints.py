@@ -297,6 +297,12 @@ def _is_first_process() -> bool:
         return True
 
 
+def _added_later(key: str, previous: dict, current: dict) -> bool:
+    """A setting that a workdir written by an earlier version lacks: the content hash of the teacher, or a
+    new field at its off value (0, False, "", None), which is what the earlier version ran with."""
+    return key not in previous and (key in LATER_FIELDS or current.get(key) in (None, 0, 0.0, False, ""))
+
+
 def _has_progress(workdir: pathlib.Path) -> bool:
     """Whether the run in `workdir` got as far as a checkpoint or a metrics record."""
     checkpoints = workdir / "checkpoints"
@@ -353,7 +359,7 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore:
             raise FunmatchError(f"{config_path}: not valid JSON ({e}); move the workdir away or fix the file") from None
         differing = sorted(
             k for k in set(previous) | set(current)
-            if k not in ignore and previous.get(k) != current.get(k) and not (k in LATER_FIELDS and k not in previous)
+            if k not in ignore and previous.get(k) != current.get(k) and not _added_later(k, previous, current)
         )
         if not differing:
             return True
