@@ -585,7 +585,8 @@ def generate(
     devices = runtime.replica_count() if keras.backend.backend() == "jax" else 1
     batch_size = max(devices, batch_size - batch_size % devices)
     timing_path = out_dir / f"timing-p{process_index:04d}.json"
-    seconds_before = json.loads(timing_path.read_text())["seconds"] if timing_path.exists() else 0.0
+    timing_before = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    seconds_before, cpu_before = timing_before.get("seconds", 0.0), timing_before.get("cpu_seconds", 0.0)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -593,7 +594,7 @@ def generate(
         bar = tqdm(total=sum(sizes[f] for _, f in mine), initial=sum(sizes[f] for _, f in mine) - sum(sizes[f] for _, f in todo),
                    desc=f"targets ({mode}, K={views})", unit="img", dynamic_ncols=True, mininterval=1.0)
     resolution = int(contract["resolution"])
-    unit_started = time.perf_counter()
+    unit_started, cpu_started = time.perf_counter(), time.process_time()
     pending: list[np.ndarray] = []  # logits of the current unit so far
     remaining = list(todo)
     if todo:
@@ -611,14 +612,17 @@ def generate(
                 rows = encode_rows(logits[: sizes[file_index]], kind, top_k or 0)
                 logits = logits[sizes[file_index]:]
                 _atomic_write_bytes(unit_path(out_dir, card, view, file_index), lambda f, rows=rows: np.save(f, rows))
-                _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started})
+                _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started,
+                                                 "cpu_seconds": cpu_before + time.process_time() - cpu_started})
             pending = [logits]
     if bar is not None:
         bar.close()
     done = all(unit_path(out_dir, card, *u).exists() for u in units)
     if done:
-        timings = [json.loads(p.read_text())["seconds"] for p in sorted(out_dir.glob("timing-p*.json"))]
+        records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("timing-p*.json"))]
+        timings = [r["seconds"] for r in records]
         card.update(complete=True, generation_seconds=float(sum(timings)),
+                    generation_cpu_seconds=float(sum(r.get("cpu_seconds", 0.0) for r in records)),
                     generation_seconds_slowest_process=float(max(timings, default=0.0)), processes=len(timings),
                     backend=keras.backend.backend(), devices_per_process=devices, batch_size=batch_size,
                     finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
