@@ -48,6 +48,12 @@ def largest_weight(groups: dict[str, Sequence[Any]]) -> tuple[float, str]:
     return largest, where
 
 
+def _kept(checkpointer: Checkpointer) -> str:
+    """What a stopped run leaves: "The last checkpoint (step N) is intact", or that none was written."""
+    step = checkpointer.latest_step()
+    return "No checkpoint was written" if step is None else f"The last checkpoint (step {step}) is intact"
+
+
 def trim_records(workdir: pathlib.Path, step: int, chunk_steps: int) -> None:
     """Drops metrics.jsonl records after `step` and log.csv rows of later chunks: a resumed run (or one
     that fell back to an earlier checkpoint) writes them again, and each step must appear once."""
@@ -151,16 +157,15 @@ def _build_loop_callback(
             if not math.isfinite(loss):
                 # Raise before any checkpoint of this chunk is written: the last good one stays intact.
                 raise FunmatchError(
-                    f"{loss_key} became {loss} at step {self.step}; stopped. The last checkpoint "
-                    f"(step {checkpointer.latest_step()}) is intact; lower the learning rate or check the data"
+                    f"{loss_key} became {loss} at step {self.step}; stopped. {_kept(checkpointer)}; "
+                    "lower the learning rate or check the data"
                 )
             if self.first_loss is None:
                 self.first_loss = self.lowest_loss = loss
             if diverged(loss, self.lowest_loss, self.first_loss):
                 raise FunmatchError(
                     f"training diverged at step {self.step}: {loss_key} {loss:.4g} is over {DIVERGENCE_FACTOR:g}x its "
-                    f"lowest value {self.lowest_loss:.4g}; stopped. The last checkpoint (step "
-                    f"{checkpointer.latest_step()}) is intact; lower the learning rate"
+                    f"lowest value {self.lowest_loss:.4g}; stopped. {_kept(checkpointer)}; lower the learning rate"
                 )
             self.lowest_loss = min(self.lowest_loss, loss)
             if self.bar is not None:
@@ -207,8 +212,7 @@ def _build_loop_callback(
             if not largest <= WEIGHT_BOUND:  # checked before the checkpoint: the last good one stays intact
                 raise FunmatchError(
                     f"training diverged by step {self.step}: weight {where} reached {largest:.3g} (bound "
-                    f"{WEIGHT_BOUND:g}); stopped. The last checkpoint (step {checkpointer.latest_step()}) is intact; "
-                    "lower the learning rate"
+                    f"{WEIGHT_BOUND:g}); stopped. {_kept(checkpointer)}; lower the learning rate"
                 )
             checkpointer.save(self.step, state, {"epoch": record["epoch"], "train_seconds": record["train_seconds"],
                                                  "train_cpu_seconds": record["train_cpu_seconds"],
