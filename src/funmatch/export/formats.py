@@ -12,10 +12,17 @@ Formats and how each is produced and read back (B, the batch dimension, stays dy
                                                               -> tf.lite.Interpreter
     onnx        `.onnx`. tensorflow: `model.export(format="onnx")` = tf2onnx (needs `tf2onnx`, `onnx`);
                 jax: Keras uses `jax2onnx`         -> onnxruntime.InferenceSession (needs `onnxruntime`)
+    tflite-int8 `.tflite`, post-training int8 quantization: weights and activations int8, input and output
+                float32 (a drop-in for the float file). The SavedModel above through `tf.lite.TFLiteConverter`
+                with a representative dataset: `calibration_images` images of a prepared data folder's train
+                split through the model's own eval pp (`--data DIR`). Ops without an int8 kernel stay float.
+                                                              -> tf.lite.Interpreter
 
 Verification: the artefact and the Keras model are run on the same random images in [-1, 1]
 (batches of 1 and 4 at the model's resolution); the export fails with a FunmatchError when
 |exported − keras| > atol + rtol · |keras| anywhere (default atol = rtol = 1e-4, float32).
+An int8 file cannot match to 1e-4: it is checked by top-1 agreement with the Keras model on the
+calibration images (default >= 95 %, `min_agreement`), and its max |difference| is reported.
 A format the installed stack cannot produce on the current backend is a FunmatchError that names the
 backend or the packages that would (e.g. `pip install tf2onnx onnxruntime`).
 """
@@ -34,9 +41,13 @@ import numpy as np
 
 from funmatch.errors import FunmatchError
 
-FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx")
 # File name ending each format needs (None: a folder).
-SUFFIXES = {"keras": ".keras", "savedmodel": None, "tflite": ".tflite", "onnx": ".onnx"}
+SUFFIXES = {"keras": ".keras", "savedmodel": None, "tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx"}
+# Formats quantized from calibration data (`data_dir`), checked by top-1 agreement instead of atol.
+QUANTIZED = ("tflite-int8",)
+DEFAULT_CALIBRATION_IMAGES = 300
+DEFAULT_MIN_AGREEMENT = 0.95
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 VERIFY_BATCH_SIZES = (1, 4)
@@ -57,7 +68,7 @@ def check_format_supported(format: str, backend: str | None = None) -> None:
     backend = backend or _backend()
     if format not in FORMATS:
         raise FunmatchError(f"--format {format!r}: unknown format; choose one of {', '.join(FORMATS)}")
-    if format in ("savedmodel", "tflite") and backend not in ("jax", "tensorflow"):
+    if format in ("savedmodel", "tflite", "tflite-int8") and backend not in ("jax", "tensorflow"):
         raise FunmatchError(
             f"--format {format}: not available on the {backend} backend; run with KERAS_BACKEND=tensorflow (or jax)"
         )
@@ -161,6 +172,51 @@ def _write_tflite(model, out: pathlib.Path, resolution: int) -> None:
     out.write_bytes(flatbuffer)
 
 
+def calibration_images(model, data_dir, *, count: int = DEFAULT_CALIBRATION_IMAGES, split: str = "train") -> np.ndarray:
+    """`count` images [N, R, R, 3] float32 of `split` of a prepared data folder, spread over the split (every
+    k-th example) and preprocessed with the model's own eval pp (resolution and recorded crop fraction)."""
+    from funmatch.data import pipeline
+    from funmatch.evaluation.evaluate import model_crop_fraction
+    from funmatch.evaluation.logits import eval_pp
+
+    data_dir = pathlib.Path(data_dir)
+    if not (data_dir / "dataset.json").is_file():
+        raise FunmatchError(f"--data {data_dir}: not a prepared data folder (no dataset.json; run funmatch prepare)")
+    if count < 1:
+        raise FunmatchError(f"calibration images: need at least 1, got {count}")
+    total = pipeline.num_examples(data_dir, split)
+    stride = max(1, total // count)
+    spec = eval_pp(input_resolution(model), model_crop_fraction(model))
+    images = []
+    for batch in pipeline.eval_dataset(data_dir, split, spec, 64, process_index=0, process_count=stride):
+        mask = np.asarray(batch["_mask"]).astype(bool)
+        images.append(np.asarray(batch["image"], np.float32)[mask])
+    return np.concatenate(images)[:count]
+
+
+def _write_tflite_int8(model, out: pathlib.Path, resolution: int, calibration: np.ndarray) -> None:
+    import tensorflow as tf
+
+    def representative():
+        for image in calibration:
+            yield [image[None]]
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved = os.path.join(directory, "savedmodel")
+        _write_savedmodel(model, pathlib.Path(saved), resolution)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # int8 kernels where they exist, float for the rest; input and output stay float32.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            flatbuffer = converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FunmatchError(f"--format tflite-int8: the TFLite converter failed ({first})") from error
+    out.write_bytes(flatbuffer)
+
+
 def _write_onnx(model, out: pathlib.Path, resolution: int) -> None:
     import warnings
 
@@ -216,7 +272,8 @@ def _read_onnx(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
-READERS = {"keras": _read_keras, "savedmodel": _read_savedmodel, "tflite": _read_tflite, "onnx": _read_onnx}
+READERS = {"keras": _read_keras, "savedmodel": _read_savedmodel, "tflite": _read_tflite, "tflite-int8": _read_tflite,
+           "onnx": _read_onnx}
 
 
 def load_exported(path, format: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -246,6 +303,9 @@ def export_model(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     seed: int = 0,
+    data_dir=None,
+    calibration_count: int = DEFAULT_CALIBRATION_IMAGES,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
 ) -> dict[str, Any]:
     """Writes `model` (a `.keras` path or Keras model) as `format` at `out`, reloads it and compares.
 
@@ -253,6 +313,11 @@ def export_model(
     "num_images"}: `max_abs_diff` is the largest |exported − keras| over batches of 1 and 4 random
     images in [-1, 1]. Raises FunmatchError when that exceeds atol + rtol · |keras| (the artefact
     is left in place for inspection), or when the format is not available here.
+
+    A quantized format (`tflite-int8`) needs `data_dir`, a prepared data folder whose train split gives
+    `calibration_count` calibration images; it is checked on those images by top-1 agreement with the
+    Keras model (>= `min_agreement`) instead of atol/rtol, and the result adds "agreement_top1",
+    "min_agreement" and "calibration_images" (num_images counts them).
     """
     from funmatch.evaluation.cost import resolve_model
 
@@ -263,9 +328,17 @@ def export_model(
     model, _ = resolve_model(model, "model")
     resolution = input_resolution(model)
 
+    if format in QUANTIZED:
+        if data_dir is None:
+            raise FunmatchError(f"--format {format} needs --data DIR: a prepared data folder whose train split calibrates the int8 ranges")
+        calibration = calibration_images(model, data_dir, count=calibration_count)
+
     if out.exists():
         _remove(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if format in QUANTIZED:
+        _write_tflite_int8(model, out, resolution, calibration)
+        return _check_quantized(model, out, format, backend, resolution, calibration, min_agreement)
     WRITERS[format](model, out, resolution)
     run_exported = load_exported(out, format)
 
@@ -281,20 +354,37 @@ def export_model(
         worst = max(worst, float(difference.max()))
         worst_excess = max(worst_excess, float((difference - (atol + rtol * np.abs(expected))).max()))
         num_images += batch_size
-    result = {
-        "format": format,
-        "path": str(out),
-        "backend": backend,
-        "resolution": resolution,
-        "size_bytes": _path_size(out),
-        "max_abs_diff": worst,
-        "atol": atol,
-        "rtol": rtol,
-        "num_images": num_images,
-    }
+    result = {**_describe(format, out, backend, resolution, worst), "atol": atol, "rtol": rtol, "num_images": num_images}
     if not worst_excess <= 0:  # also catches nan
         raise FunmatchError(
             f"--out {out}: the {format} artefact differs from the Keras model by up to {worst:.3g} "
             f"(tolerance atol {atol:g} + rtol {rtol:g}·|logit|); the file is left for inspection"
+        )
+    return result
+
+
+def _describe(format, out, backend, resolution, max_abs_diff) -> dict[str, Any]:
+    return {"format": format, "path": str(out), "backend": backend, "resolution": resolution,
+            "size_bytes": _path_size(out), "max_abs_diff": max_abs_diff}
+
+
+def _check_quantized(model, out, format, backend, resolution, calibration, min_agreement) -> dict[str, Any]:
+    run_exported = load_exported(out, format)
+    expected, actual = [], []
+    for start in range(0, len(calibration), 32):
+        batch = calibration[start:start + 32]
+        expected.append(np.asarray(model.predict_on_batch(batch), np.float64))
+        actual.append(np.asarray(run_exported(batch), np.float64))
+    expected, actual = np.concatenate(expected), np.concatenate(actual)
+    if actual.shape != expected.shape:
+        raise FunmatchError(f"--out {out}: the {format} artefact returns shape {actual.shape}, Keras {expected.shape}")
+    agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
+    worst = float(np.abs(actual - expected).max())
+    result = {**_describe(format, out, backend, resolution, worst), "agreement_top1": agreement,
+              "min_agreement": min_agreement, "calibration_images": len(calibration), "num_images": len(calibration)}
+    if not agreement >= min_agreement:
+        raise FunmatchError(
+            f"--out {out}: the {format} artefact agrees with the Keras model on {100 * agreement:.1f} % of the "
+            f"{len(calibration)} calibration images (top-1; needed {100 * min_agreement:g} %); the file is left for inspection"
         )
     return result
