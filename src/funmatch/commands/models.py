@@ -1,6 +1,7 @@
 """`funmatch models`: list the registry with parameters and FLOPs; convert official BiT checkpoints.
 
     funmatch models [list] [--resolution 64] [--num-classes 10] [--names 'bit_r26*']
+        (then the shipped models, loadable by name: test accuracy, agreement with the teacher, size, files)
     funmatch models convert --npz BiT-M-R50x1.npz --arch bit_r50x1 [--num-classes 10] \\
         [--resolution 128] --out teacher.keras
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import pathlib
 
 
 def _add_list_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -66,11 +68,41 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {contract(model)}")
         return 0
 
+    from funmatch.models.shipped import SHIPPED
+
     names = [name for name in registry.list_models() if fnmatch.fnmatch(name, args.names)]
-    if not names:
-        raise FunmatchError(f"--names {args.names!r} matches no model (known: {', '.join(registry.list_models())})")
-    print(f"{'model':<22}{'res':>5}{'params':>16}{'MFLOPs/image':>16}")
-    for name, size, params, flops in _rows(names, args.resolution, args.num_classes):
-        print(f"{name:<22}{size:>5}{params:>16,}{flops / 1e6:>16,.1f}", flush=True)
-    print(f"(params: all weights, {args.num_classes} classes; FLOPs: multiply-add = 2, convs + dense)")
+    shipped_names = [name for name in SHIPPED if fnmatch.fnmatch(name, args.names)]
+    if not names and not shipped_names:
+        raise FunmatchError(
+            f"--names {args.names!r} matches no model (known: {', '.join(registry.list_models())}; "
+            f"shipped: {', '.join(SHIPPED)})"
+        )
+    if names:
+        print(f"{'model':<22}{'res':>5}{'params':>16}{'MFLOPs/image':>16}")
+        for name, size, params, flops in _rows(names, args.resolution, args.num_classes):
+            print(f"{name:<22}{size:>5}{params:>16,}{flops / 1e6:>16,.1f}", flush=True)
+        print(f"(params: all weights, {args.num_classes} classes; FLOPs: multiply-add = 2, convs + dense)")
+    if shipped_names:
+        _print_shipped(shipped_names)
     return 0
+
+
+def _print_shipped(names) -> None:
+    """The shipped models (`funmatch.models.load(NAME)`), with their card's test accuracy and agreement."""
+    from funmatch.models.shipped import list_shipped
+
+    def percent(value):
+        return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "-"
+
+    print("shipped (funmatch.models.load(NAME)):")
+    print(f"{'name':<22}{'arch':<16}{'res':>5}{'test acc':>10}{'agreement':>11}{'size':>10}  files")
+    for row in list_shipped():
+        if row["name"] not in names:
+            continue
+        if not row["installed"]:
+            print(f"{row['name']:<22}(not installed)")
+            continue
+        size = f"{row['size_bytes'] / 1e6:.2f} MB"
+        files = ", ".join(pathlib.Path(path).name for path in row["files"].values())
+        print(f"{row['name']:<22}{row['arch'] or '-':<16}{row['resolution'] or '-':>5}{percent(row['test_accuracy']):>10}"
+              f"{percent(row['agreement']):>11}{size:>10}  {files}")

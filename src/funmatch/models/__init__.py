@@ -6,6 +6,7 @@ carries its preprocessing contract (`contract(model)`) through `.keras` save / l
     model = funmatch.models.create("bit_r50x1", num_classes=102, resolution=128)
     funmatch.models.load_bit_npz(model, "gs://bit_models/BiT-M-R50x1.npz")  # head re-initialised
     model.save("teacher.keras"); model = funmatch.models.load("teacher.keras")
+    student = funmatch.models.load("eurosat_student")  # a shipped model, by name (`shipped`)
 
 May import errors only; `funmatch models` (the command) is `funmatch.commands.models`.
 """
@@ -19,10 +20,11 @@ from funmatch.models.checkpoints import (
     read_checkpoint,
     resolve_checkpoint,
 )
-from funmatch.models.classifier import Classifier, contract, load, save
+from funmatch.models.classifier import Classifier, contract, save
 from funmatch.models.flops import count_flops, count_params
 from funmatch.models.layers import GroupNorm, PaddedMaxPool2D, StandardizedConv2D, group_count
 from funmatch.models.registry import create, family, list_models
+from funmatch.models.shipped import list_shipped, load, load_shipped
 from funmatch.models.tiny import build_tiny_cnn
 
 __all__ = [
@@ -44,7 +46,9 @@ __all__ = [
     "family",
     "group_count",
     "list_models",
+    "list_shipped",
     "load",
+    "load_shipped",
     "load_bit_npz",
     "parse_bit_name",
     "read_checkpoint",
