@@ -9,15 +9,16 @@ Every case runs `python -m funmatch.cli ...` in a fresh temporary folder on tiny
 (4 classes of 32×32 JPEGs, a random tiny teacher) and prints `case | command | outcome | detail`.
 Outcomes:
 
-    ok            the right result (a resume, a fallback that says so, a refusal that was expected)
+    ok            the right result (a resume, a fallback that says so, a file listed in the card)
     clear line    refused with one line that names the file / key / flag and the cause
-    misleading    refused with one line, but the line names the wrong thing or hides the cause
+    misleading    one line that names the wrong thing or hides the cause, or a refusal where the
+                  command should have worked (a fallback, a resume, a corrected rerun)
     silent wrong  exit 0 (or a refusal missing) where the result is wrong
     traceback     a Python traceback reached the user
     hung          did not finish within its time limit
 
-The closing line counts tracebacks, silent wrongs and misleading lines. Takes ~15 minutes on 2
-CPU cores (most of it is TensorFlow start-up, ~40 processes).
+The closing line counts every outcome. Takes ~25 minutes with --jobs 6 on a busy 2-core machine
+(most of it is TensorFlow start-up in ~45 processes), about an hour one case at a time.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Env:
             self.env["PYTHONPATH"] = src + os.pathsep + self.env.get("PYTHONPATH", "")
         self._base_run = None
 
-    def cli(self, *args, timeout=400, env=None, fsize=None, background=False):
+    def cli(self, *args, timeout=1800, env=None, fsize=None, background=False):
         """Runs `funmatch ARGS`; returns a Result (or the Popen with background=True)."""
         command = [PY, "-m", "funmatch.cli", *map(str, args)]
 
@@ -103,7 +104,7 @@ class Env:
         except subprocess.TimeoutExpired as expired:
             return Result(None, expired.stdout or "", expired.stderr or "")
 
-    def python(self, code: str, timeout=400, env=None) -> Result:
+    def python(self, code: str, timeout=1800, env=None) -> Result:
         done = subprocess.run([PY, "-c", code], cwd=self.root, env=env or self.env, capture_output=True, text=True,
                               timeout=timeout)
         return Result(done.returncode, done.stdout, done.stderr)
@@ -200,8 +201,8 @@ def expect_success(result: Result, check) -> tuple[str, str]:
         return "hung", ""
     if result.traceback:
         return "traceback", _exception_line(result)
-    if result.rc != 0:
-        return "clear line", result.last_line
+    if result.rc != 0:  # refused where it should have worked (a fallback, a resume, a corrected rerun)
+        return "misleading", "refused: " + result.last_line
     ok, detail = check()
     return ("ok" if ok else "silent wrong"), detail
 
@@ -360,9 +361,9 @@ def case_disk_full_checkpoint(env: Env):
     env.base_run()
     workdir = env.root / "w_full"
     args = env.distill_args(workdir)
-    result = env.cli(*args, fsize=160_000)
+    result = env.cli(*args, fsize=300_000)
     outcome = expect_error(result, r"ckpt|checkpoint")
-    return ["(file size limit 160 kB)", *args], outcome
+    return ["(file size limit 300 kB)", *args], outcome
 
 
 def case_disk_full_prepare(env: Env):
@@ -421,7 +422,7 @@ def case_random_bytes_keras(env: Env):
     path = env.root / "random.keras"
     path.write_bytes(np.random.default_rng(0).bytes(3000))
     args = ["evaluate", "--student", path, "--data", env.data(), "--no-latency"]
-    return args, expect_error(env.cli(*args), r"random\.keras.*(zip|not a \.keras)")
+    return args, expect_error(env.cli(*args), r"random\.keras: not a \.keras file")
 
 
 def case_truncated_teacher(env: Env):
@@ -460,7 +461,7 @@ def case_damaged_card(env: Env):
 
 
 def _long_args(env: Env, workdir):
-    return env.distill_args(workdir, f"{SMOKE},total_steps=3000,checkpoint_every=100,eval_every=100000")
+    return env.distill_args(workdir, f"{SMOKE},total_steps=100000,checkpoint_every=100,eval_every=100000")
 
 
 def _wait_for(path: pathlib.Path, seconds: float) -> bool:
@@ -484,11 +485,12 @@ def case_second_run_same_workdir(env: Env):
     args = _long_args(env, workdir)
     first = env.cli(*args, background=True)
     try:
-        if not _wait_for(workdir / "checkpoints" / "ckpt-000000100", 240):
+        if not _wait_for(workdir / "checkpoints" / "ckpt-000000100", 1500):
             return args, ("hung", "the first run did not reach step 100")
-        result = env.cli(*args, timeout=120)
-        if result.rc is None:
-            return args, ("silent wrong", "the second run trained alongside the first (killed after 120 s)")
+        # Refused at start-up, or training alongside the first (their records interleave) until stopped.
+        result = env.cli(*args, timeout=1500)
+        if result.rc is None or result.rc == 0:
+            return args, ("silent wrong", "the second run trained alongside the first")
         return args, expect_error(result, r"in use|running|lock")
     finally:
         _stop(first)
@@ -499,16 +501,14 @@ def case_stale_lock(env: Env):
     workdir = env.root / "w_stale"
     args = _long_args(env, workdir)
     first = env.cli(*args, background=True)
-    reached = _wait_for(workdir / "checkpoints" / "ckpt-000000100", 240)
+    reached = _wait_for(workdir / "checkpoints" / "ckpt-000000100", 1500)
     _stop(first)  # SIGKILL: no clean-up ran
     if not reached:
         return args, ("hung", "the first run did not reach step 100")
-    args = env.distill_args(workdir, f"{SMOKE},total_steps=300,checkpoint_every=100,eval_every=100000")
-    # Same settings but fewer steps is another config; resume with the original one, bounded.
-    args = _long_args(env, workdir)
+    args = _long_args(env, workdir)  # the same command: it must resume, not be refused
     second = env.cli(*args, background=True)
     try:
-        resumed = _wait_for(workdir / "checkpoints" / "ckpt-000000300", 240)
+        resumed = _wait_for(workdir / "checkpoints" / "ckpt-000000300", 1500)
         return args, (("ok" if resumed else "clear line" if second.poll() else "hung"),
                       "resumed after SIGKILL" if resumed else (second.stderr.read() if second.poll() is not None else "")[-160:])
     finally:
@@ -560,7 +560,7 @@ def case_checkpoint_every_negative(env: Env):
 
 
 def case_lr_nan(env: Env):
-    return _config_case(env, "w_nan", "lr=nan", r"learning_rate|\blr\b")
+    return _config_case(env, "w_nan", "lr=nan", r"(?<!base_)learning_rate|\blr\b")
 
 
 def case_invalid_then_corrected(env: Env):
@@ -624,7 +624,7 @@ def case_label_run_name(env: Env):
         f"train_teacher(get_config({SMOKE!r}), {str(env.data())!r}, {str(env.root / 'w_labels')!r}, output_name='student')\n"
     )
     result = env.python(code)
-    line = next((l for l in result.out.splitlines() if "accuracy" in l), result.last_line)
+    line = next((l for l in result.out.splitlines() if l.startswith("funmatch") and "accuracy" in l), result.last_line)
     if result.rc != 0:
         return ["python -c train_teacher(output_name='student')"], ("traceback" if result.traceback else "clear line", line)
     wrong = "funmatch teacher (student)" in line
