@@ -90,7 +90,9 @@ def add_unlabeled(data_dir, source: str, out_dir, *, ratio: float = 0.0, seed: i
     data_dir, out_dir = pathlib.Path(data_dir), pathlib.Path(out_dir)
     card = tfrecords.load_card(data_dir)
     tfrecords.check_splits(card, data_dir, ["train"])
-    identity = {"source": os.path.abspath(source.removeprefix("folder:")), "data": os.path.abspath(data_dir),
+    # What the union is made of: the labelled dataset by its card's content (a copied folder is the same data).
+    card_sha256 = hashlib.sha256((data_dir / tfrecords.CARD_NAME).read_bytes()).hexdigest()
+    identity = {"source": os.path.abspath(source.removeprefix("folder:")), "data_card_sha256": card_sha256,
                 "ratio": float(ratio), "seed": int(seed)}
     if (out_dir / tfrecords.CARD_NAME).is_file():
         existing = tfrecords.load_card(out_dir)
