@@ -64,9 +64,10 @@ ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a tiny end-to-end run (CI)
+KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/input (read-only), outputs under /kaggle/working
 RECIPE = "eurosat:total_steps=500,teacher_steps=500,checkpoint_every=100,eval_every=100"
-DATA_DIR = "data/eurosat_mini"  # written by funmatch.data.prepare from the embedded images
-WORKDIR = "runs/quickstart"  # teacher/, student/ and report/ go here
+DATA_DIR = "/kaggle/working/data/eurosat_mini" if KAGGLE else "data/eurosat_mini"  # written here from the embedded images
+WORKDIR = "/kaggle/working/runs/quickstart" if KAGGLE else "runs/quickstart"  # teacher/, student/ and report/ go here
 TEACHER = ""  # a teacher .keras; empty: the teacher shipped with funmatch if there is one, else train one here
 
 # %%

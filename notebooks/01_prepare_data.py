@@ -61,9 +61,10 @@ ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% tags=["parameters"]
 SMOKE = False  # True: the embedded EuroSAT images, a smoke-sized recipe (CI)
+KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/input (read-only), outputs under /kaggle/working
 RECIPE = "flowers102:variant=fast"  # its `source` names the data and the paper's splits
-SOURCE = ""  # another source instead: "folder:PATH", "tfds:NAME[:train=SPLIT,...]" or "tfrecord:GLOB"
-DATA_DIR = "data/flowers102"  # output folder: TFRecord shards + dataset.json
+SOURCE = ""  # another source: "folder:PATH" (on Kaggle, an image dataset added as input), "tfds:NAME[:train=SPLIT,...]" (Kaggle: internet on) or "tfrecord:GLOB"
+DATA_DIR = "/kaggle/working/data/flowers102" if KAGGLE else "data/flowers102"  # TFRecord shards + dataset.json; on Kaggle, save this output as a Kaggle dataset: the next notebooks read it from /kaggle/input
 SHORTER_SIDE = None  # e.g. 256: store smaller JPEGs (keep it at least the recipe's resize_small)
 
 # %%

@@ -62,10 +62,11 @@ ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a tiny teacher on the embedded EuroSAT images (CI)
+KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/input (read-only), outputs under /kaggle/working
 RECIPE = "flowers102:variant=fast"  # the teacher's architecture, resolution and schedule come from the recipe
-DATA_DIR = "data/flowers102"  # written by 01_prepare_data
+DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER_INIT = "BiT-M-R152x2"  # a known checkpoint tag, an .npz / .keras path, or "" (from scratch)
-WORKDIR = "runs/flowers102_teacher"  # checkpoints, metrics, teacher.keras; re-running resumes
+WORKDIR = "/kaggle/working/runs/flowers102_teacher" if KAGGLE else "runs/flowers102_teacher"  # checkpoints, metrics, teacher.keras; re-running resumes (BiT-HyperRule: 500 steps, well inside a 9-hour Kaggle session on TPU v5e-8 or GPU T4×2)
 
 # %%
 import importlib.resources

@@ -62,10 +62,11 @@ ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a tiny run on the embedded EuroSAT images (CI)
-RECIPE = "flowers102:variant=fast"  # RECIPE[:key=value,...]; see funmatch.configs
-DATA_DIR = "data/flowers102"  # written by 01_prepare_data
-TEACHER = "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
-WORKDIR = "runs/flowers102_fast"  # one sub-folder per mode, and report/; re-running resumes
+KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/input (read-only), outputs under /kaggle/working
+RECIPE = "flowers102:variant=fast,total_steps=6000" if ACCELERATOR == "GPU" else "flowers102:variant=fast"  # TPU v5e-8 (bf16): the 19,922 steps; GPU T4×2 (float32): 6,000 steps to fit a 9-hour session (estimated from FLOPs, not measured)
+DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
+TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
+WORKDIR = "/kaggle/working/runs/flowers102_fast" if KAGGLE else "runs/flowers102_fast"  # one sub-folder per mode, and report/; re-running resumes from its checkpoints (a next Kaggle session: copy the saved output back here first)
 MODES = ["function_matching"]  # add "consistent", "independent", "fixed_teacher" for the paper's ablation
 
 # %%

@@ -62,10 +62,11 @@ ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% tags=["parameters"]
 SMOKE = False  # True: 2 tiny trials on the embedded EuroSAT images (CI)
-RECIPE = "flowers102:variant=fast"  # the base recipe; tuned fields are replaced per trial
-DATA_DIR = "data/flowers102"  # written by 01_prepare_data
-TEACHER = "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
-SEARCH_DIR = "runs/flowers102_search"  # trials/<id>/ are run folders; re-running resumes the search
+KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/input (read-only), outputs under /kaggle/working
+RECIPE = "flowers102:variant=fast,total_steps=750,warmup_steps=150" if ACCELERATOR == "GPU" else "flowers102:variant=fast"  # the base recipe (tuned fields are replaced per trial); GPU T4×2: 750 steps a trial, so that 8 trials fit a 9-hour Kaggle session (estimated from FLOPs, not measured)
+DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
+TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
+SEARCH_DIR = "/kaggle/working/runs/flowers102_search" if KAGGLE else "runs/flowers102_search"  # trials/<id>/ are run folders; re-running resumes the search
 SEARCH = "random"  # random | bayesian | hyperband
 MAX_TRIALS = 8
 OBJECTIVE = "val_accuracy"  # or val_agreement, val_kl

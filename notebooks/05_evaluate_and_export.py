@@ -62,14 +62,15 @@ ACCELERATOR = runtime.setup()["accelerator"]
 
 # %% tags=["parameters"]
 SMOKE = False  # True: a tiny student and teacher made here on the embedded EuroSAT images (CI)
+KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/input (read-only), outputs under /kaggle/working
 RECIPE = "flowers102:variant=fast"  # the recipe the student was trained with (its eval crop ratio)
-DATA_DIR = "data/flowers102"  # written by 01_prepare_data
-STUDENT = "runs/flowers102_fast/function_matching/student.keras"  # written by 03_function_matching
-TEACHER = "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
+DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
+STUDENT = "/kaggle/input/funmatch-flowers102-fast/function_matching/student.keras" if KAGGLE else "runs/flowers102_fast/function_matching/student.keras"  # written by 03_function_matching
+TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
 SPLIT = "test"
 LATENCY = True  # time the compiled forward pass at batch 1 and 64
 LATENCY_REPEATS = 20
-EXPORT_DIR = "runs/flowers102_fast/export"
+EXPORT_DIR = "/kaggle/working/export" if KAGGLE else "runs/flowers102_fast/export"
 FORMATS = ["keras", "savedmodel", "tflite"]  # also "onnx" with `pip install tf2onnx onnxruntime` (TensorFlow backend)
 
 # %%

@@ -50,7 +50,9 @@ FORBIDDEN = [
     (r"sys\.path\.(insert|append)", "a sys.path hack"),
     (r"/home/|/Users/|/root/|~/", "a home path"),
     (r"gs://(?!YOUR_BUCKET/)", "a cloud bucket"),
-    (r"s3://|/kaggle/|/content/", "a platform-specific path"),
+    (r"s3://|/content/", "a platform-specific path"),
+    # Kaggle paths only as the Kaggle branch of a parameter's default (`X = "/kaggle/..." if KAGGLE else "..."`).
+    (r"^(?!.*\bKAGGLE\b).*/kaggle/", "a Kaggle path outside a `... if KAGGLE else ...` default"),
 ]
 
 
@@ -157,6 +159,8 @@ def test_forbidden_patterns_catch_library_code():
     for sample in samples:
         assert any(re.search(pattern, sample) for pattern, _ in FORBIDDEN), sample
     assert not any(re.search(p, 'DATA_DIR = "gs://YOUR_BUCKET/data"') for p, _ in FORBIDDEN)
+    assert any(re.search(p, 'DATA_DIR = "/kaggle/input/flowers"') for p, _ in FORBIDDEN)
+    assert not any(re.search(p, 'DATA_DIR = "/kaggle/input/flowers" if KAGGLE else "data/flowers"') for p, _ in FORBIDDEN)
 
 
 # ---------------------------------------------------------------------------------------------------------
