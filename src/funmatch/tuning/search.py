@@ -165,6 +165,11 @@ def tune(
         "hyperband_factor": hyperband_factor if search == "hyperband" else None,
         "max_trials": max_trials, "keep_best": keep_best,
     }
+    if role != "worker":  # one search per folder at a time (workers share the chief's folder)
+        from funmatch.training.checkpoints import lock_workdir
+
+        search_dir.mkdir(parents=True, exist_ok=True)
+        lock_workdir(search_dir)
     # The chief owns tune.json; a worker writes it only when its search folder is its own (another machine).
     _check_settings(search_dir, settings, write=role != "worker" or not (search_dir / "tune.json").exists())
 
