@@ -11,7 +11,7 @@ Run::
     funmatch distill --config flowers102_cpu --data data/flowers102_cpu \
         --teacher runs/flowers_teacher/teacher.keras --workdir runs/flowers_fm
 
-Measured: not yet (see the issue notes).
+Measured: not yet (no accuracy figure for this recipe has been taken).
 """
 
 from funmatch.configs import common
