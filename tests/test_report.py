@@ -645,3 +645,23 @@ def test_legends_name_the_mode_once_and_stored_targets(tmp_path):
     assert run.legend == "fm_store (function_matching, stored targets)"
     parser = parse_page(write_report([stored], tmp_path / "out"))
     assert parser.images[0] == "accuracy-vs-time.png"  # stored-target runs get the first figure too
+
+
+def test_time_figure_uses_cpu_time_and_counts_the_targets_generation(tmp_path):
+    """With every run's CPU clock, the figure's x-axis is CPU time; a run that recorded the generation of its
+    stored targets starts after it (its curve shifted by exactly that time)."""
+    from funmatch.reporting.figures import plot_accuracy_vs_time, time_series
+
+    fm = write_workdir(tmp_path, "function_matching", dataset="eurosat_rgb")
+    add_training_time(fm)
+    final = json.loads((fm / "metrics.json").read_text())
+    final.update(targets_cpu_seconds=90.0, targets_seconds=60.0)
+    (fm / "metrics.json").write_text(json.dumps(final))
+    run = load_run(fm)
+    assert run.setup_time("train_cpu_seconds") == 90.0 and run.setup_time("train_seconds") == 60.0
+    evaluated = [step for step, _, _, _, test, _ in FM_HISTORY if test is not None]
+    minutes, _ = time_series(run, "test_accuracy", "train_cpu_seconds")
+    np.testing.assert_allclose(minutes, [(90.0 + 2 * SECONDS_PER_STEP * step) / 60 for step in evaluated])
+    labels = write_label_workdir(tmp_path)
+    assert load_run(labels).setup_time("train_cpu_seconds") == 0.0
+    assert_png(plot_accuracy_vs_time([run, load_run(labels)], tmp_path / "time.png"), min_size=(900, 500))

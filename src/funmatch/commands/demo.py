@@ -130,6 +130,17 @@ def _targets(out: pathlib.Path, config, teacher_path, fm_dir, views: int, progre
     return targets_dir, float(cost["cpu_seconds"]), float(cost["wall_seconds"])
 
 
+def _record_targets_cost(workdir: pathlib.Path, cpu_seconds: float, wall_seconds: float) -> None:
+    """The targets' generation goes on the distillation's clock: its metrics.json carries it (the report
+    starts the run's curve after it)."""
+    from funmatch.training.checkpoints import atomic_write_text
+
+    path = workdir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics.update(targets_cpu_seconds=cpu_seconds, targets_seconds=wall_seconds)
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True))
+
+
 def _label_config(config):
     """The label run: the distillation recipe on the labelled split, with the swept learning rate."""
     return dataclasses.replace(config, train_split="train", learning_rate=LABELS_LEARNING_RATE, max_cpu_seconds=0.0)
@@ -146,7 +157,8 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, teacher_pa
     if quick:
         train_labels(label_config, data_dir, workdir, teacher_path=teacher_path, progress=progress)
         return workdir
-    if not (workdir / "metrics.json").exists():
+    plan_path = out / "labels_plan.json"  # the sizing, kept so that a re-run resumes the same run
+    if not plan_path.exists():
         calibration = out / "labels_speed"
         chunk = CALIBRATION_STEPS // 3
         train_labels(dataclasses.replace(label_config, total_steps=CALIBRATION_STEPS, warmup_steps=1, checkpoint_every=chunk,
@@ -156,12 +168,18 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, teacher_pa
         startup = max(0.0, first["train_cpu_seconds"] - per_step * first["step"])
         every = config.checkpoint_every
         steps = max(every, int((cpu_seconds - startup) / per_step) // every * every)
+        plan = {"total_steps": steps, "warmup_steps": min(config.warmup_steps, max(1, steps // 10)),
+                "eval_every": max(every, steps // 6 // every * every), "max_cpu_seconds": cpu_seconds,
+                "cpu_seconds_per_step": per_step, "startup_cpu_seconds": startup}
+        from funmatch.training.checkpoints import atomic_write_text
+
+        atomic_write_text(plan_path, json.dumps(plan, indent=2))
         if progress:
             print(f"funmatch demo: a label step costs {per_step:.3f} CPU s: {steps} steps fill the "
                   f"{cpu_seconds / 60:.1f} CPU minutes of the function-matching side")
-        label_config = dataclasses.replace(
-            label_config, total_steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 10)),
-            eval_every=max(every, steps // 6 // every * every), max_cpu_seconds=cpu_seconds)
+    plan = json.loads(plan_path.read_text())
+    label_config = dataclasses.replace(label_config, **{k: plan[k] for k in ("total_steps", "warmup_steps", "eval_every",
+                                                                              "max_cpu_seconds")})
     train_labels(label_config, data_dir, workdir, teacher_path=teacher_path, progress=progress)
     return workdir
 
@@ -196,6 +214,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     distill_dir = out / "function_matching"
     distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
     fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
+    _record_targets_cost(distill_dir, targets_cpu, targets_wall)
     say(f"funmatch demo: 4/6 the same student on the 1,000 labels, for the same CPU time ({fm_cpu / 60:.1f} min)")
     label_dir = _label_student(out, config, data_dir, teacher_path, fm_cpu, progress, quick=quick)
     say("funmatch demo: 5/6 evaluate both students against the teacher")

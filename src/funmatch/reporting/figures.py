@@ -107,17 +107,20 @@ def _accuracy_panel(axis, run: Run, x: str) -> None:
 
 
 def time_series(run: Run, key: str, clock: str = "train_seconds") -> tuple[np.ndarray, np.ndarray]:
-    """(training minutes, values of `key`) over the history; a finished run's curve ends at its final
-    (full-split) figure, placed at the run's whole training time."""
+    """(minutes, values of `key`) over the history; a finished run's curve ends at its final (full-split)
+    figure, placed at the run's whole training time. Minutes count from the start of the run's cost: a run
+    that recorded the generation of its stored targets (`Run.setup_time`) starts after it."""
     xs, ys = [], []
+    offset = run.setup_time(clock)
     for record in run.history:
         value, seconds = record.get(key), run.time_of(record, clock)
         if is_number(value) and seconds is not None and not math.isnan(float(value)):
-            xs.append(seconds / 60)
+            xs.append((offset + seconds) / 60)
             ys.append(float(value))
     xs_array, ys_array = np.asarray(xs), np.asarray(ys)
     total = run.training_time(clock)
     if run.finished and is_number(run.final.get(key)) and total is not None and len(xs_array):
+        total += offset
         keep = xs_array < total / 60 - 1e-9
         xs_array = np.append(xs_array[keep], total / 60)
         ys_array = np.append(ys_array[keep], float(run.final[key]))
@@ -128,13 +131,18 @@ def plot_accuracy_vs_time(runs: Sequence[Run], path: os.PathLike) -> pathlib.Pat
     """The report's first figure: each run's accuracy on its main split against training time, the
     teachers' accuracy as horizontal lines. None when no run logged evaluations with training time.
 
-    Training time is the runs' own clock (`train_seconds`: time in the training loop over all
-    resumes, periodic evaluation excluded), so runs of different speed compare at equal time.
+    Training time is the runs' own clock, over all resumes, periodic evaluation excluded: the process's
+    CPU time (`train_cpu_seconds`) when every run has it, else time in the training loop (`train_seconds`),
+    so runs of different speed compare at equal time. A run that recorded the generation of its stored
+    targets starts after it (shaded).
     """
+    # CPU time of the process when every run has it: the clock that stays fair on a busy machine.
+    clock = "train_cpu_seconds" if runs and all(run.training_time("train_cpu_seconds") is not None for run in runs) \
+        else "train_seconds"
     series = []
     for run in runs:
         split = run.main_split
-        xs, ys = time_series(run, f"{split}_accuracy") if split else (np.zeros(0), np.zeros(0))
+        xs, ys = time_series(run, f"{split}_accuracy", clock) if split else (np.zeros(0), np.zeros(0))
         if len(xs):
             series.append((run, split, xs, ys))
     if not series:
@@ -146,7 +154,10 @@ def plot_accuracy_vs_time(runs: Sequence[Run], path: os.PathLike) -> pathlib.Pat
     teachers: dict[float, str] = {}
     for number, (run, split, xs, ys) in enumerate(series):
         color = f"C{number % 10}"
-        axis.plot(xs, 100 * ys, marker="o", markersize=4, color=color, label=f"{run.legend}, {split}")
+        setup = " (after its targets' generation)" if run.setup_time(clock) else ""
+        axis.plot(xs, 100 * ys, marker="o", markersize=4, color=color, label=f"{run.legend}, {split}{setup}")
+        if setup:  # the generation of the stored targets, on this run's side of the clock
+            axis.axvspan(0, run.setup_time(clock) / 60, color=color, alpha=0.08)
         if run.finished:
             axis.plot(xs[-1:], 100 * ys[-1:], "*", color=color, markersize=13, markeredgecolor="black")
         periodic, full = _teacher_level(run, split)
@@ -159,7 +170,8 @@ def plot_accuracy_vs_time(runs: Sequence[Run], path: os.PathLike) -> pathlib.Pat
     splits = {split for _, split, _, _ in series}
     what = f"{next(iter(splits)).capitalize()} accuracy" if len(splits) == 1 else "Accuracy"
     axis.set_title(f"{what} against training time (stars: final full-split figures)")
-    axis.set_xlabel("training time (minutes; periodic evaluation excluded)")
+    axis.set_xlabel("CPU time of the process (minutes; periodic evaluation excluded)" if clock == "train_cpu_seconds"
+                    else "training time (minutes; periodic evaluation excluded)")
     axis.set_ylabel("accuracy (%)")
     axis.set_xlim(left=0)
     axis.grid(alpha=0.3)

@@ -134,6 +134,13 @@ class Run:
         value = record.get(clock)
         return float(value) if is_number(value) else None
 
+    def setup_time(self, clock: str = "train_seconds") -> float:
+        """Seconds spent before training that belong to this run's cost: the generation of its stored teacher
+        targets when the run recorded it (`targets_seconds` / `targets_cpu_seconds` in metrics.json), else 0."""
+        key = "targets_cpu_seconds" if clock == "train_cpu_seconds" else "targets_seconds"
+        value = self.final.get(key)
+        return float(value) if is_number(value) else 0.0
+
     def training_time(self, clock: str = "train_seconds") -> float | None:
         """Training time of the whole run: from metrics.json, else the last logged record."""
         if is_number(self.final.get(clock)):
