@@ -28,6 +28,8 @@ import numpy as np
 from funmatch.configs import MODES, Config, get_config
 from funmatch.errors import FunmatchError
 from funmatch.evaluation.logits import eval_pp as eval_pp_at
+from funmatch.evaluation.cache import cached_split_logits, file_sha256, model_key, weights_key
+from funmatch.evaluation.evaluate import model_crop_fraction
 from funmatch.evaluation.logits import split_logits
 
 TRAIN_KEYS = '"image", "teacher", "label", "index"'
@@ -73,6 +75,7 @@ def run_config(config: Config, data_dir, teacher_path) -> dict[str, Any]:
     out = config.to_dict()
     out["data_dir"] = str(pathlib.Path(data_dir).resolve())
     out["teacher_path"] = str(pathlib.Path(teacher_path).resolve())
+    out["teacher_sha256"] = file_sha256(teacher_path)  # another teacher at the same path is another run
     out["backend"] = keras.backend.backend()
     return out
 
@@ -89,23 +92,16 @@ def _load_teacher(path, num_classes: int):
     return teacher
 
 
-def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits) -> dict[str, dict[str, np.ndarray]]:
-    """Teacher logits on the eval splits, computed once per run and cached in the workdir."""
-    from funmatch.training.checkpoints import atomic_save_npy
-
-    out = {}
-    workdir.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        path = workdir / f"teacher_{split}_logits.npy"
-        labels_path = workdir / f"teacher_{split}_labels.npy"
-        if path.exists() and labels_path.exists():
-            out[split] = {"logits": np.load(path), "labels": np.load(labels_path)}
-            continue
-        result = split_logits(teacher, data_dir, split, eval_pp(config, config.teacher_resolution), config.eval_batch_size, config.eval_max_examples)
-        atomic_save_npy(labels_path, result["labels"])
-        atomic_save_npy(path, result["logits"])
-        out[split] = result
-    return out
+def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits, key: str | None = None,
+                  resolution: int | None = None, crop_fraction: float | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Teacher logits on the eval splits, computed once per run and cached in the workdir under `key`
+    (the teacher file's content hash, `model_key`; default: a hash of its weights). Default view: the
+    distillation's."""
+    key = key or weights_key(teacher)
+    spec = (eval_pp(config, config.teacher_resolution) if resolution is None
+            else eval_pp_at(resolution, crop_fraction=crop_fraction))
+    return {split: cached_split_logits(teacher, key, workdir, data_dir, split, spec, config.eval_batch_size,
+                                       config.eval_max_examples) for split in splits}
 
 
 def save_input_grid(dataset, config: Config, path) -> None:
@@ -158,11 +154,9 @@ def distill(
             raise FunmatchError(f"--mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         config = dataclasses.replace(config, mode=mode)
     card = tfrecords.load_card(data_dir)
-    for split in (config.train_split, config.val_split, config.test_split):
-        if split not in card["splits"]:
-            raise FunmatchError(f"--data {data_dir}: no split {split!r} in dataset.json (has {', '.join(card['splits'])})")
+    tfrecords.check_splits(card, data_dir, (config.train_split, config.val_split, config.test_split))
     num_train = int(card["splits"][config.train_split]["num_examples"])
-    config = config.with_dataset_size(num_train).validate()
+    config = config.check_dataset_size(num_train, split=config.train_split, data_dir=data_dir)
     num_classes = int(card["num_classes"])
     per_process_batch = runtime.check_batch_size(config.batch_size)
     workdir = pathlib.Path(workdir)
@@ -173,20 +167,14 @@ def distill(
         stored_card = stored_targets.check_for_run(targets, config, teacher_path=teacher_path, data_dir=data_dir,
                                                    num_classes=num_classes)
     stored = targets is not None or config.mode == "fixed_teacher"
-    teacher = _load_teacher(teacher_path, num_classes)
-    run = run_config(config, data_dir, teacher_path)
-    if targets is not None:
-        run["targets_dir"] = str(pathlib.Path(targets).resolve())
-    resumed = prepare_workdir(workdir, run)
-    if progress:
-        print(f"funmatch distill: {'resuming' if resumed else 'starting'} {config.recipe} ({config.mode}) in {workdir}: "
-              f"{config.steps} steps of {config.batch_size} images, student {config.student}")
 
-    # --- Build. ---
-    keras.utils.set_random_seed(config.seed)  # the student's initialisation is a function of the seed
+    # --- Build: every model inside the distribution scope (several devices), then the workdir. ---
     with runtime.distribution_scope():
+        teacher = runtime.apply_precision(_load_teacher(teacher_path, num_classes))  # bf16 on accelerators
         teacher.trainable = False
+        keras.utils.set_random_seed(config.seed)  # the student's initialisation is a function of the seed
         student = models.create(config.student, num_classes=num_classes, resolution=config.student_resolution)
+        runtime.apply_precision(student)  # float32 variables, loss and optimizer state in every precision
         # Stored targets: the Distiller's fixed_teacher step (targets in the batch, views arrive mixed).
         distiller = Distiller(None if stored else teacher, student, mode="fixed_teacher" if stored else config.mode,
                               temperature=config.temperature,
@@ -196,13 +184,28 @@ def distill(
                                    clip_norm=config.clip_norm)
         distiller.compile(optimizer=optimizer)
         optimizer.build(student.trainable_variables)
+    run = run_config(config, data_dir, teacher_path)
+    if targets is not None:
+        run["targets_dir"] = str(pathlib.Path(targets).resolve())
+    resumed = prepare_workdir(workdir, run)
+    if progress:
+        print(f"funmatch distill: {'resuming' if resumed else 'starting'} {config.recipe} ({config.mode}) in {workdir}: "
+              f"{config.steps} steps of {config.batch_size} images, student {config.student}")
 
     # --- Teacher: evaluated once; in fixed_teacher mode its train targets are cached. ---
     eval_splits = [config.val_split] + ([config.test_split] if config.test_split != config.val_split else [])
-    teacher_eval = _teacher_eval(workdir, teacher, config, data_dir, eval_splits)
+    teacher_key = model_key(teacher_path)
+    teacher_eval = _teacher_eval(workdir, teacher, config, data_dir, eval_splits, teacher_key)
     teacher_metrics = {}
     for split, result in teacher_eval.items():
         teacher_metrics.update(fidelity_metrics(result["logits"], result["labels"], prefix=f"teacher_{split}_"))
+    own = models.contract(teacher)
+    if own["resolution"] != config.teacher_resolution:  # also at the view the teacher was trained and scored at
+        for split, result in _teacher_eval(workdir, teacher, config, data_dir, eval_splits, teacher_key,
+                                           own["resolution"], model_crop_fraction(teacher)).items():
+            teacher_metrics[f"teacher_{split}_accuracy_own_view"] = fidelity_metrics(
+                result["logits"], result["labels"])["accuracy"]
+        teacher_metrics["teacher_own_view_resolution"] = own["resolution"]
     store_dir = targets
     if targets is None and config.mode == "fixed_teacher":  # one target per example, in the run's own store
         store_dir = stored_targets.fixed_teacher_store(workdir)
@@ -226,10 +229,11 @@ def distill(
             process_index=process_index, process_count=process_count,
         )
 
-    if not (workdir / "augmentations.png").exists():
-        # Stored views arrive mixed: the grid shows them as they are.
-        save_input_grid(make_dataset(0), dataclasses.replace(config, mixup_p=0.0) if stored else config,
-                        workdir / "augmentations.png")
+    if runtime.is_writer() and not (workdir / "augmentations.png").exists():
+        # Stored views arrive mixed: the grid shows them as they are. Drawn by process 0 alone.
+        with runtime.local_only():
+            save_input_grid(make_dataset(0), dataclasses.replace(config, mixup_p=0.0) if stored else config,
+                            workdir / "augmentations.png")
 
     def student_metrics(max_examples: int, teacher_logits: dict) -> dict[str, float]:
         out = {}
@@ -262,7 +266,8 @@ def distill(
         keep_checkpoints=config.keep_checkpoints, evaluate=evaluate,
         eval_every=max(chunk, (config.eval_every // chunk) * chunk), progress=progress,
         description=f"distill {config.recipe}",
-        extra_callbacks=[keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq="epoch")],
+        extra_callbacks=[keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq="epoch")]
+        if runtime.is_writer() else [],
         budget={"max_wall_seconds": config.max_wall_seconds, "max_cpu_seconds": config.max_cpu_seconds},
     )
 
@@ -274,7 +279,7 @@ def distill(
              **teacher_metrics}
     if config.eval_max_examples:  # periodic evaluation ran on subsets: evaluate both models on the full splits
         teacher_full = _teacher_eval(workdir / "final_eval", teacher, dataclasses.replace(config, eval_max_examples=0),
-                                     data_dir, eval_splits)
+                                     data_dir, eval_splits, teacher_key)
         for split in eval_splits:
             final.update(fidelity_metrics(teacher_full[split]["logits"], teacher_full[split]["labels"], prefix=f"teacher_{split}_"))
         final.update(student_metrics(0, teacher_full))
@@ -282,7 +287,9 @@ def distill(
         done = last_evaluation.get("step") == loop["step"]
         final.update(last_evaluation["metrics"] if done else student_metrics(0, teacher_eval))
     final["wall_time_sec_this_process"] = time.time() - started
-    atomic_save_keras(student, workdir / "student.keras")
+    runtime.apply_precision(student, "float32")  # the file computes in float32 wherever it is loaded
+    atomic_save_keras(student, workdir / "student.keras",
+                      eval_crop_fraction=config.student_resolution / config.resize_small)
     atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))
     if progress:
         print(f"funmatch distill: done. student {config.test_split} accuracy {final[f'{config.test_split}_accuracy']:.4f}, "

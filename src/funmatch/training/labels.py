@@ -124,9 +124,7 @@ def _read_data(config: Config | str, data_dir) -> tuple[Config, dict, int, int]:
 
     config = get_config(config) if isinstance(config, str) else config
     card = tfrecords.load_card(data_dir)
-    for split in (config.train_split, config.val_split, config.test_split):
-        if split not in card["splits"]:
-            raise FunmatchError(f"--data {data_dir}: no split {split!r} in dataset.json (has {', '.join(card['splits'])})")
+    tfrecords.check_splits(card, data_dir, (config.train_split, config.val_split, config.test_split))
     return config, card, int(card["splits"][config.train_split]["num_examples"]), int(card["num_classes"])
 
 
@@ -169,6 +167,7 @@ def train_supervised(
     num_train = int(card["splits"][config.train_split]["num_examples"])
     per_process_batch = runtime.check_batch_size(batch_size, "teacher_batch_size")
     with runtime.distribution_scope():
+        runtime.apply_precision(model)  # bf16 compute on accelerators; float32 variables, loss, optimizer state
         wrapper = Supervised(model, num_classes, mixup_p=mixup_p, label_smoothing=label_smoothing, seed=config.seed)
         wrapper.compile(optimizer=optimizer)
         optimizer.build(model.trainable_variables)
@@ -182,10 +181,14 @@ def train_supervised(
             process_index=process_index, process_count=process_count,
         )
 
-    if not (workdir / "augmentations.png").exists():
-        save_input_grid(make_dataset(0), dataclasses.replace(config, mode="labels"), workdir / "augmentations.png")
+    if runtime.is_writer() and not (workdir / "augmentations.png").exists():
+        with runtime.local_only():  # drawn by process 0 alone
+            save_input_grid(make_dataset(0), dataclasses.replace(config, mode="labels"), workdir / "augmentations.png")
 
-    eval_config = dataclasses.replace(config, student_resolution=resolution)
+    # The recipe's eval view at this model's resolution, never cropping more than the whole image (a teacher
+    # above resize_small, e.g. eurosat's 64 px teacher with resize_small 48, sees the whole tile).
+    eval_config = dataclasses.replace(config, student_resolution=resolution,
+                                      resize_small=max(config.resize_small, resolution))
     splits = [config.val_split] + ([config.test_split] if config.test_split != config.val_split else [])
     teacher_logits, teacher_metrics = None, {}
     if teacher is not None:
@@ -232,10 +235,14 @@ def train_supervised(
     return final
 
 
-def _write_results(model, workdir: pathlib.Path, model_name: str, metrics: dict[str, Any], legacy_metrics: bool) -> None:
+def _write_results(model, workdir: pathlib.Path, model_name: str, metrics: dict[str, Any], legacy_metrics: bool,
+                   eval_crop_fraction: float | None = None) -> None:
+    from funmatch import runtime
     from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text
 
-    atomic_save_keras(model, workdir / f"{model_name}.keras")
+    runtime.apply_precision(model, "float32")  # the file computes in float32 wherever it is loaded
+    # The file carries the view it was scored at: `funmatch evaluate` uses it by default.
+    atomic_save_keras(model, workdir / f"{model_name}.keras", eval_crop_fraction=eval_crop_fraction)
     text = json.dumps(metrics, indent=2, sort_keys=True)
     if legacy_metrics:  # `{name}_metrics.json`: read by scripts/ship_teacher.py and the notebooks
         atomic_write_text(workdir / f"{model_name}_metrics.json", text)
@@ -281,13 +288,21 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
     prepare_workdir(workdir, run)
 
     keras.utils.set_random_seed(config.seed)  # initialisation is a function of the seed
-    if init is None:
-        model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
-    elif str(init_file).endswith(".npz"):
-        model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
-        models.load_bit_npz(model, init_file, num_classes=num_classes)
-    else:
-        model = models.load(init_file)
+    from funmatch import runtime
+
+    with runtime.distribution_scope():  # the model lives on every device (several devices)
+        if init is None:
+            model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
+        elif str(init_file).endswith(".npz"):
+            model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
+            models.load_bit_npz(model, init_file, num_classes=num_classes)
+        else:
+            model = models.load(init_file)
+            if int(models.contract(model)["resolution"]) != config.teacher_resolution:
+                # Fine-tuning at another resolution: the same weights (BiT is fully convolutional), a new contract.
+                resized = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
+                resized.set_weights(model.get_weights())
+                model = resized
     if config.teacher_from_scratch or config.teacher_learning_rate:
         optimizer = make_optimizer(
             config.teacher_optimizer, learning_rate=config.teacher_learning_rate or hyperrule_learning_rate(batch),
@@ -305,9 +320,10 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
         progress=progress, description=f"{output_name} {config.teacher} (labels)",
     )
     metrics.update({"arch": config.teacher, "steps": steps, "wall_time_sec_this_process": time.time() - started})
-    _write_results(model, workdir, output_name, metrics, legacy_metrics=True)
+    _write_results(model, workdir, output_name, metrics, legacy_metrics=True,
+                   eval_crop_fraction=config.teacher_resolution / max(config.resize_small, config.teacher_resolution))
     if progress:
-        print(f"funmatch teacher ({output_name}): {config.val_split} accuracy {metrics[f'{config.val_split}_accuracy']:.4f}, "
+        print(f"funmatch {'teacher' if output_name == 'teacher' else f'labels ({output_name})'}: {config.val_split} accuracy {metrics[f'{config.val_split}_accuracy']:.4f}, "
               f"{config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}; "
               f"wrote {workdir / (output_name + '.keras')}")
     return metrics
@@ -341,7 +357,10 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
     models.family(arch)  # an unknown name is a FunmatchError naming close ones, before any work
     if mixup_p < 0:
         raise FunmatchError(f"--mixup must be >= 0, got {mixup_p}")
-    teacher = _load_teacher(teacher_path, num_classes) if teacher_path is not None else None
+    from funmatch import runtime
+
+    with runtime.distribution_scope():  # every model is created inside it (several devices)
+        teacher = _load_teacher(teacher_path, num_classes) if teacher_path is not None else None
     workdir = pathlib.Path(workdir)
     # config.json says what this run is: the trained model is `student`, `teacher` only measures agreement.
     run_config = dataclasses.replace(
@@ -362,7 +381,10 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
               f"in {workdir}: {config.steps} steps of {config.batch_size} images")
 
     keras.utils.set_random_seed(config.seed)  # initialisation is a function of the seed
-    network = models.create(arch, num_classes=num_classes, resolution=config.student_resolution)
+    from funmatch import runtime
+
+    with runtime.distribution_scope():  # the model lives on every device (several devices)
+        network = models.create(arch, num_classes=num_classes, resolution=config.student_resolution)
     optimizer = make_optimizer(config.optimizer, learning_rate=config.learning_rate, total_steps=config.steps,
                                warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
                                clip_norm=config.clip_norm)
@@ -373,7 +395,8 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
         pp=supervised_pp(config.student_resolution, config.crop_area_min),
     )
     metrics.update({"arch": arch, "wall_time_sec_this_process": time.time() - started})
-    _write_results(network, workdir, "student", metrics, legacy_metrics=False)
+    _write_results(network, workdir, "student", metrics, legacy_metrics=False,
+                   eval_crop_fraction=config.student_resolution / max(config.resize_small, config.student_resolution))
     if progress:
         agreement = metrics.get(f"{config.test_split}_agreement")
         print(f"funmatch labels: done. {config.test_split} accuracy {metrics[f'{config.test_split}_accuracy']:.4f}"
