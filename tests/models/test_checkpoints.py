@@ -84,7 +84,8 @@ def test_other_class_count_reinitialises_the_head(tmp_path, arrays, caplog):
 
 def test_arch_name_takes_the_class_count_from_the_checkpoint(tmp_path, arrays):
     model = fm.load_bit_npz(NAME, _write(tmp_path, arrays), resolution=64)
-    assert fm.contract(model) == {"arch": NAME, "num_classes": 7, "resolution": 64, "value_range": (-1.0, 1.0)}
+    assert fm.contract(model) == {"arch": NAME, "num_classes": 7, "resolution": 64, "value_range": (-1.0, 1.0),
+                                  "eval_crop_fraction": None}
 
 
 @pytest.mark.both_backends
@@ -147,7 +148,8 @@ def test_cli_convert_and_list(tmp_path, arrays, capsys):
     assert main(["models", "convert", "--npz", str(npz), "--arch", NAME, "--num-classes", "4",
                  "--resolution", "64", "--out", str(out)]) == 0
     model = fm.load(out)
-    assert fm.contract(model) == {"arch": NAME, "num_classes": 4, "resolution": 64, "value_range": (-1.0, 1.0)}
+    assert fm.contract(model) == {"arch": NAME, "num_classes": 4, "resolution": 64, "value_range": (-1.0, 1.0),
+                                  "eval_crop_fraction": None}
     np.testing.assert_array_equal(model.backbone.get_layer("root_conv").kernel, arrays["resnet/root_block/standardized_conv2d/kernel"])
     np.testing.assert_array_equal(model.backbone.get_layer("head").kernel, 0.0)
 

@@ -44,7 +44,8 @@ def test_bit_name_parser_gives_the_block_layout():
 def test_bit_structure_and_zero_head(images):
     model = fm.create("bit_r14x0.25", 5)
     assert fm.contract(model) == {"arch": "bit_r14x0.25", "num_classes": 5, "resolution": 128,
-                                  "value_range": (-1.0, 1.0)}
+                                  "value_range": (-1.0, 1.0),
+                                  "eval_crop_fraction": None}
     backbone = model.backbone
     # Pre-activation: the projection reads the GN+ReLU output of the unit, not its raw input.
     projection = backbone.get_layer("block2_unit01_proj_conv")
@@ -102,7 +103,8 @@ def test_other_keras_applications_build(name, tmp_path):
     # Building is the slow part on JAX (one compile per initialiser shape); outputs are checked
     # symbolically and the user-weights path by comparing weights.
     model = fm.create(name, 4, resolution=32)
-    assert fm.contract(model) == {"arch": name, "num_classes": 4, "resolution": 32, "value_range": (-1.0, 1.0)}
+    assert fm.contract(model) == {"arch": name, "num_classes": 4, "resolution": 32, "value_range": (-1.0, 1.0),
+                                  "eval_crop_fraction": None}
     assert model.backbone.outputs[0].shape == (None, 4)
     assert model.backbone.layers[-1].activation.__name__ == "linear"  # logits, not softmax
     # User weights: a weights file of the same architecture is accepted through `weights=`.
@@ -119,7 +121,7 @@ def test_load_errors_name_the_path(tmp_path):
         fm.load(tmp_path / "missing.keras")
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip file")
-    with pytest.raises(FunmatchError, match=r"broken.keras: could not load the model"):
+    with pytest.raises(FunmatchError, match=r"broken.keras: not a .keras file"):
         fm.load(broken)
 
 
