@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up ./.venv with the test extras and run the whole test suite; extra arguments go to pytest.
+# Set up ./.venv with the test extras and run the whole test suite; extra arguments go to pytest, which runs
+# on 2 worker processes (pytest-xdist; FUNMATCH_TEST_WORKERS=N to change, 0 for one process).
 # The suite runs once on the TensorFlow backend (the CPU default, measured faster here); the tests marked
 # `both_backends` (the notebooks' smoke runs among them) run again on JAX. Both passes always run; the
 # script fails at the end when either failed.
@@ -30,7 +31,7 @@ failed=()
 run() {  # run BACKEND PYTEST-ARGS...; exit status 5 (no test selected, e.g. a path without both_backends tests) passes
   local backend=$1 status=0
   shift
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs "$@" || status=$?
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -rs -n "${FUNMATCH_TEST_WORKERS:-2}" "$@" || status=$?
   if [ "$status" != 0 ] && [ "$status" != 5 ]; then failed+=("$backend"); fi
 }
 run tensorflow "${tf_marks[@]}" "$@"
