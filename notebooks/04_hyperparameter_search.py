@@ -40,8 +40,8 @@ print("funmatch", importlib.metadata.version("funmatch"))
 
 # %% [markdown]
 # **Accelerator.** Finds the TPU, the GPUs or the CPU and sets up data parallelism over all local devices
-# (`keras.distribution.DataParallel` on JAX; `TPUStrategy` / `MirroredStrategy` on TensorFlow, which funmatch's
-# training entries enter themselves). The Keras backend is JAX unless `KERAS_BACKEND` says otherwise; it is
+# (`keras.distribution.DataParallel` on JAX, which drives TPUs and GPUs; `MirroredStrategy` for several GPUs on
+# TensorFlow; funmatch's training entries enter them themselves). The Keras backend is JAX unless `KERAS_BACKEND` says otherwise; it is
 # fixed once Keras is imported, so set it before this cell.
 
 # %%
