@@ -19,11 +19,10 @@ Equal time holds on a busy machine: both sides are measured on the same clock, t
 function-matching side (generation + training) runs first; the label run is sized to the CPU seconds it used
 (from the CPU cost of its own first steps) and stopped by that budget at the latest.
 
-Measured with the defaults (`funmatch demo`, TensorFlow backend, 2 CPU cores shared with other jobs at load
-average 10-20: 18.9 CPU minutes, 26 min wall): the teacher 95.7 % on this test split; function matching
-85.8 % test, agreement with the teacher 86.7 %, in 8.7 CPU minutes (3.1 for the targets of 16 views, 5.6 for
-3,000 training steps); the label-trained student 82.0 %, agreement 82.8 %, in the same 8.7 CPU minutes
-(5,540 steps). `--quick` runs the same pipeline in about a minute.
+Measured with the defaults (`funmatch demo`, TensorFlow backend, 2 idle CPU cores): 9 min 09 s in all; the
+teacher 95.7 % on this test split; function matching 85.8 % test, agreement with the teacher 86.7 %, in 6.7
+CPU minutes (2.2 for the targets of 16 views, 4.5 for 3,000 training steps); the label-trained student
+83.3 %, agreement 84.1 %, in 6.6 CPU minutes (5,200 steps). `--quick` runs the same pipeline in about a minute.
 Re-running the same command reuses what is done (each step is resumable).
 
 `run_demo` lives with its command: it only strings together the libraries of the other commands
