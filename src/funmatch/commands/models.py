@@ -4,6 +4,10 @@
         (then the shipped models, loadable by name: test accuracy, agreement with the teacher, size, files)
     funmatch models convert --npz BiT-M-R50x1.npz --arch bit_r50x1 [--num-classes 10] \\
         [--resolution 128] --out teacher.keras
+    funmatch models resolution --model teacher.keras --data DIR --resolutions 96,104,112,120,128 \\
+        --out teacher_112.keras
+        (scores the same weights at each resolution on the validation split and writes the best; a model
+        trained on random crops often does better evaluated a little larger than it was trained)
 
 Counting conventions: parameters = all weights; FLOPs per image, multiply-add = 2 FLOPs, convs
 and dense layers only (see `funmatch.models.flops`). BiT rows are computed from the architecture
@@ -27,7 +31,7 @@ def _add_list_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_list_options(parser, suppress=False)
-    sub = parser.add_subparsers(dest="models_command", metavar="{list,convert}")
+    sub = parser.add_subparsers(dest="models_command", metavar="{list,convert,resolution}")
     list_parser = sub.add_parser("list", help="list model names with parameters and FLOPs (default)")
     _add_list_options(list_parser, suppress=True)
     convert = sub.add_parser("convert", help="official BiT .npz checkpoint -> funmatch .keras file")
@@ -37,6 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="head size (default: the checkpoint's; another count re-initialises the head to zeros)")
     convert.add_argument("--resolution", type=int, default=None, help="contract resolution (default 128)")
     convert.add_argument("--out", required=True, help="output .keras file")
+    pick = sub.add_parser("resolution", help="pick a trained model's eval resolution on validation; write it")
+    pick.add_argument("--model", required=True, help="a funmatch .keras file (a fully convolutional BiT model)")
+    pick.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
+    pick.add_argument("--resolutions", required=True, help="comma-separated sizes to score, e.g. 96,112,128")
+    pick.add_argument("--split", default="validation",
+                      help="the held-out split that chooses (default: validation; never the test split you report)")
+    pick.add_argument("--crop-fraction", type=float, default=None,
+                      help="eval view resize_small(R / f)|central_crop(R) (default: the one recorded in the model, "
+                           "else 0.8); recorded in the output")
+    pick.add_argument("--out", required=True, help="output .keras file (the model at the chosen resolution)")
 
 
 def _rows(names, resolution, num_classes):
@@ -58,6 +72,8 @@ def main(args: argparse.Namespace) -> int:
     from funmatch.errors import FunmatchError
     from funmatch.models import registry
 
+    if getattr(args, "models_command", None) == "resolution":
+        return _resolution(args)
     if getattr(args, "models_command", None) == "convert":
         from funmatch.models.checkpoints import convert_checkpoint
         from funmatch.models.classifier import contract
@@ -84,6 +100,35 @@ def main(args: argparse.Namespace) -> int:
         print(f"(params: all weights, {args.num_classes} classes; FLOPs: multiply-add = 2, convs + dense)")
     if shipped_names:
         _print_shipped(shipped_names)
+    return 0
+
+
+def _resolution(args: argparse.Namespace) -> int:
+    from funmatch.commands import check_data_dir
+    from funmatch.errors import FunmatchError
+
+    try:
+        sizes = [int(part) for part in args.resolutions.split(",") if part.strip()]
+    except ValueError:
+        raise FunmatchError(f"--resolutions {args.resolutions!r}: expected comma-separated integers, e.g. 96,112,128")
+    if not str(args.out).endswith(".keras"):
+        raise FunmatchError(f"--out {args.out}: a funmatch model file must end in .keras")
+    check_data_dir(args.data)
+    from funmatch import models
+    from funmatch.data import pipeline
+    from funmatch.evaluation.resolution import pick_resolution
+    from funmatch.training.checkpoints import atomic_save_keras
+
+    examples = pipeline.num_examples(args.data, args.split)  # one line naming the splits there are, if absent
+    model = models.load(args.model)
+    print(f"{'resolution':>10}{'accuracy':>10}{'NLL':>8}   ({args.split}, {examples:,} images)")
+    scores, chosen = pick_resolution(
+        model, args.data, sizes, split=args.split, crop_fraction=args.crop_fraction,
+        progress=lambda s: print(f"{s.resolution:>10}{100 * s.accuracy:>9.2f}%{s.nll:>8.4f}", flush=True))
+    resolution = models.contract(chosen)["resolution"]
+    pathlib.Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_keras(chosen, args.out)
+    print(f"chose {resolution} px (crop fraction {chosen.eval_crop_fraction:g}) on {args.split}; wrote {args.out}")
     return 0
 
 
