@@ -67,6 +67,7 @@ RECIPE = "flowers102:variant=fast"  # the teacher's architecture, resolution and
 DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER_INIT = "BiT-M-R152x2"  # a known checkpoint tag, an .npz / .keras path, or "" (from scratch)
 WORKDIR = "/kaggle/working/runs/flowers102_teacher" if KAGGLE else "runs/flowers102_teacher"  # checkpoints, metrics, teacher.keras; re-running resumes (BiT-HyperRule: 500 steps, well inside a 9-hour Kaggle session on TPU v5e-8 or GPU T4×2)
+RESUME_FROM = ""  # a next Kaggle session: the previous session's saved WORKDIR, added as an input (e.g. "/kaggle/input/funmatch-flowers102-teacher-run/runs/flowers102_teacher"); "" = start or resume from WORKDIR alone
 
 # %%
 import importlib.resources
@@ -79,6 +80,11 @@ if SMOKE:
     if not pathlib.Path(DATA_DIR, "dataset.json").exists():
         prepare(f"folder:{importlib.resources.files('funmatch') / 'assets' / 'eurosat_mini'}", DATA_DIR, progress=False)
 DATA_DIR, WORKDIR = pathlib.Path(DATA_DIR), pathlib.Path(WORKDIR)
+if RESUME_FROM:  # a next session: runs the previous session got further in are copied into place first
+    from funmatch.training.checkpoints import restore_runs
+
+    for run, step in restore_runs(RESUME_FROM, WORKDIR):
+        print(f"restored {run} (step {step}) from {RESUME_FROM}")
 
 from funmatch.configs import get_config
 

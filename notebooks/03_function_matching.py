@@ -66,7 +66,8 @@ KAGGLE = os.path.isdir("/kaggle/working")  # on Kaggle: inputs from /kaggle/inpu
 RECIPE = "flowers102:variant=fast,total_steps=6000" if ACCELERATOR == "GPU" else "flowers102:variant=fast"  # TPU v5e-8 (bf16): the 19,922 steps; GPU T4×2 (float32): 6,000 steps to fit a 9-hour session (estimated from FLOPs, not measured)
 DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
-WORKDIR = "/kaggle/working/runs/flowers102_fast" if KAGGLE else "runs/flowers102_fast"  # one sub-folder per mode, and report/; re-running resumes from its checkpoints (a next Kaggle session: copy the saved output back here first)
+WORKDIR = "/kaggle/working/runs/flowers102_fast" if KAGGLE else "runs/flowers102_fast"  # one sub-folder per mode, and report/; re-running resumes from its checkpoints (a next Kaggle session: RESUME_FROM)
+RESUME_FROM = ""  # a next Kaggle session: the previous session's saved WORKDIR, added as an input (e.g. "/kaggle/input/funmatch-flowers102-fast-run/runs/flowers102_fast"); "" = start or resume from WORKDIR alone
 MODES = ["function_matching"]  # add "consistent", "independent", "fixed_teacher" for the paper's ablation
 
 # %%
@@ -84,6 +85,11 @@ if SMOKE:
     if not pathlib.Path(TEACHER).exists():
         train_teacher(RECIPE, DATA_DIR, pathlib.Path(TEACHER).parent, progress=False)
 DATA_DIR, WORKDIR = pathlib.Path(DATA_DIR), pathlib.Path(WORKDIR)
+if RESUME_FROM:  # a next session: runs the previous session got further in are copied into place first
+    from funmatch.training.checkpoints import restore_runs
+
+    for run, step in restore_runs(RESUME_FROM, WORKDIR):
+        print(f"restored {run} (step {step}) from {RESUME_FROM}")
 
 from funmatch.configs import get_config
 

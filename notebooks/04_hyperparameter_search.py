@@ -67,6 +67,7 @@ RECIPE = "flowers102:variant=fast,total_steps=750,warmup_steps=150" if ACCELERAT
 DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
 SEARCH_DIR = "/kaggle/working/runs/flowers102_search" if KAGGLE else "runs/flowers102_search"  # trials/<id>/ are run folders; re-running resumes the search
+RESUME_FROM = ""  # a next Kaggle session: the previous session's saved SEARCH_DIR, added as an input (e.g. "/kaggle/input/funmatch-flowers102-search-run/runs/flowers102_search"); "" = start or resume from SEARCH_DIR alone
 SEARCH = "random"  # random | bayesian | hyperband
 MAX_TRIALS = 8
 OBJECTIVE = "val_accuracy"  # or val_agreement, val_kl
@@ -89,6 +90,11 @@ if SMOKE:
         prepare(f"folder:{importlib.resources.files('funmatch') / 'assets' / 'eurosat_mini'}", DATA_DIR, progress=False)
     if not pathlib.Path(TEACHER).exists():
         train_teacher(RECIPE, DATA_DIR, pathlib.Path(TEACHER).parent, progress=False)
+if RESUME_FROM:  # a next session: runs the previous session got further in are copied into place first
+    from funmatch.training.checkpoints import restore_runs
+
+    for run, step in restore_runs(RESUME_FROM, SEARCH_DIR):
+        print(f"restored {run} (step {step}) from {RESUME_FROM}")
 
 # %% [markdown]
 # ## Search

@@ -376,3 +376,66 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore:
     except OSError as error:
         raise FunmatchError(f"{config_path}: cannot write it ({error.strerror or error})") from None
     return False
+
+
+# Files that mark a run as finished (distill / labels write metrics.json; teacher writes teacher_metrics.json).
+FINISHED_MARKERS = ("metrics.json", "teacher_metrics.json")
+
+
+def run_progress(run_dir: os.PathLike) -> tuple[bool, int]:
+    """(finished, latest checkpoint step) of the run folder `run_dir`; (False, 0) for an empty one."""
+    run_dir = pathlib.Path(run_dir)
+    finished = any((run_dir / name).exists() for name in FINISHED_MARKERS)
+    checkpoints = run_dir / "checkpoints"
+    step = 0
+    if checkpoints.is_dir():
+        for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
+            if (path / "meta.json").exists() and (path / "state.npz").exists():
+                try:
+                    step = max(step, int(path.name[len(CHECKPOINT_PREFIX):]))
+                except ValueError:
+                    continue
+    return finished, step
+
+
+def restore_runs(source: os.PathLike, workdir: os.PathLike) -> list[tuple[str, int]]:
+    """Copies into `workdir` every run under `source` that got further than its copy in `workdir`.
+
+    For runs that outlive one machine session (a Kaggle session ends after 9 hours; its saved output comes
+    back, read-only, as an input of the next): `source` is the previous session's workdir, or a folder
+    holding several run folders (one per mode, the trials of a search). A run folder is a folder with a
+    config.json; it is copied when it finished and the local one did not, or when its latest checkpoint is
+    later. The copy goes to a temporary sibling first and is renamed into place; a local run it replaces is
+    kept beside it as `<name>.replaced` until the copy is complete. Files outside run folders (a search's
+    own state, reports) are copied where `workdir` lacks them. Returns [(run folder relative to `source`,
+    its latest step)] of the runs restored.
+    """
+    source, workdir = pathlib.Path(source), pathlib.Path(workdir)
+    if not source.is_dir():
+        raise FunmatchError(f"resume source {source}: no such folder (the previous session's saved workdir)")
+    runs = sorted(path.parent for path in source.rglob("config.json"))
+    runs = [run for run in runs if not any(parent in runs for parent in run.parents)]  # outermost run folders
+    restored = []
+    for run in runs:
+        relative = run.relative_to(source)
+        target = workdir / relative
+        if run_progress(run) <= run_progress(target):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.restoring"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(run, staging, ignore=shutil.ignore_patterns(LOCK_NAME, ".tmp-*"))
+        replaced = target.parent / f"{target.name}.replaced"
+        if target.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(target, replaced)
+        os.replace(staging, target)
+        shutil.rmtree(replaced, ignore_errors=True)
+        restored.append((str(relative), run_progress(target)[1]))
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and path.name != LOCK_NAME and not any(run == path or run in path.parents for run in runs):
+            target = workdir / path.relative_to(source)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+    return restored
