@@ -331,6 +331,26 @@ def local_only():
         keras.distribution.set_distribution(previous)
 
 
+@contextlib.contextmanager
+def process_local():
+    """Compute on this process's own devices (JAX: data parallel over them), with no collective between
+    processes: for work split into independent units per process (stored targets), where processes get
+    unequal work and must never wait on each other. One process: the run's own distribution."""
+    if backend() != "jax" or process_info()[1] == 1:
+        yield
+        return
+    import jax
+    import keras
+
+    previous = keras.distribution.distribution()
+    devices = [f"{d.platform}:{d.id}" for d in jax.local_devices()]
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
 def accelerator() -> str:
     """"TPU", "GPU" or "CPU": the kind of device a step runs on."""
     if backend() == "jax":

@@ -6,8 +6,10 @@
     funmatch tune    --config eurosat --data data/eurosat --teacher teacher.keras --targets targets/eurosat --dir runs/t
 
 Every later student, mode that fits and tuning trial reads the same store; none runs the teacher. Re-running
-the same command continues a killed run (finished units are kept); several processes split the units
-(`KERAS_DISTRIBUTION_*` / jax.distributed, as for training).
+the same command continues a killed run (finished units are kept). Several processes (the launch flags or
+`KERAS_DISTRIBUTION_*`, as for training) split the units (one view of one record file each): each runs the
+teacher on its own devices and never waits on another, so unequal shares cost no stall; every process ends
+when the whole store is written. After a kill of any process, start them all again with the same command.
 
 Size and time at scale, on paper (not measured here). Bytes: full float16 log-probabilities (<= 128
 classes) take 2·C bytes per image and view, top-k 4·k bytes. Teacher time: images × K forward passes of
@@ -71,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
                                mode=args.mode, top_k=args.top_k, batch_size=args.batch_size,
                                progress=not args.no_progress)
     n = card["data"]["num_examples"]
+    if not runtime.is_writer():  # several processes: all of them finished (generate_for_config waits); 0 reports
+        return 0
     if not card["complete"]:
         print(f"funmatch targets: this process's units are written to {args.out}; the store completes when "
               "every process has finished")
