@@ -1,8 +1,10 @@
 """Starting N cooperating processes on 127.0.0.1 (a module with a unique name, not `conftest`)."""
 
 import os
+import signal
 import socket
 import subprocess
+import time
 
 
 def free_port() -> int:
@@ -37,3 +39,32 @@ def log_tail(log_dir, count: int, chars: int = 3000) -> str:
         if os.path.exists(path):
             out.append(f"--- process {index}:\n" + open(path).read()[-chars:])
     return "\n".join(out)
+
+
+def wait_all(processes, log_dir, timeout: float = 600) -> None:
+    """Wait for every process to end; all must exit 0 (the logs' tails otherwise). Kills any left running."""
+    try:
+        codes = [p.wait(timeout=timeout) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0] * len(processes), log_tail(log_dir, len(processes))
+
+
+def kill_when(path, processes, victim: int, log_dir, timeout: float = 600) -> None:
+    """SIGKILL `processes[victim]` as soon as `path` exists, then stop the others, as a job scheduler does."""
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not os.path.exists(path):
+            assert all(p.poll() is None for p in processes), \
+                "a process ended before the kill\n" + log_tail(log_dir, len(processes))
+            time.sleep(0.02)
+        assert os.path.exists(path), f"{path} not written in {timeout:.0f} s\n" + log_tail(log_dir, len(processes))
+        processes[victim].send_signal(signal.SIGKILL)
+        assert processes[victim].wait(30) == -signal.SIGKILL
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
