@@ -246,6 +246,92 @@ def test_processes_split_the_examples(store, data):
 
 
 # ------------------------------------------------------------------------------------------------
+# The view cache: each view decoded once per pass, the same bits
+
+
+def _assert_same_bits(first, second):
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        assert sorted(a) == sorted(b)
+        for key in a:
+            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+            np.testing.assert_array_equal(a[key].view(np.uint8), b[key].view(np.uint8), err_msg=key)
+
+
+def test_view_cache_yields_the_same_batches_bit_for_bit(store, data, caplog):
+    """With and without the view cache: the same batches (images, targets, labels, indices, views) over
+    several passes, and from a resumed step."""
+    import logging
+
+    store_dir, _ = store
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):
+        cached = _stream(store_dir, data, 13, resolution=32, seed=6, batch_size=8)  # 2 passes and one more batch
+    assert any("each view decoded once per pass" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):
+        plain = _stream(store_dir, data, 13, resolution=32, seed=6, batch_size=8, view_cache_max_bytes=0)
+    assert any("not used" in r.getMessage() and "decoded twice" in r.getMessage() for r in caplog.records)
+    _assert_same_bits(cached, plain)
+    assert len({int(b["view"][0]) for b in cached}) == 3  # the views of three passes
+    resumed = _stream(store_dir, data, 4, resolution=32, seed=6, batch_size=8, start_step=9)
+    _assert_same_bits(cached[9:], resumed)
+
+
+def test_view_cache_views_for_the_teacher_are_the_same_bits(store, data):
+    """Generation's views, with the cache and without, for units in any order (runs of one view)."""
+    from funmatch.distill import targets
+
+    _, card = store
+    units = [(1, 2), (0, 0), (0, 2), (2, 1), (1, 0)]
+    plain = list(targets.views_dataset(card, data, units, 64, 16).as_numpy_iterator())
+    cached = list(targets.views_dataset(card, data, units, 64, 16, view_cache=True).as_numpy_iterator())
+    _assert_same_bits(plain, cached)
+    assert [int(v) for b in cached for v in b["view"][::16]] == [1, 0, 0, 2, 1]
+    maker = targets.ViewMaker(card, 64)  # ... and they are the per-example views of the store's definition
+    record = next(iter(targets._records_from([str(data / f) for f in card["data"]["files"]],
+                                             card["data"]["file_starts"], 48, 32, 1)))
+    j, _ = targets.partner_and_coefficient(card, 32, 1)
+    partner = next(iter(targets._records_from([str(data / f) for f in card["data"]["files"]],
+                                              card["data"]["file_starts"], 48, j, 1)))
+    one = maker.mixed(targets._parse(record), targets._parse(partner), 32, j, 1).numpy()
+    np.testing.assert_array_equal(one.view(np.uint8), cached[0]["image"][0].view(np.uint8))
+
+
+def test_generation_with_and_without_the_view_cache_stores_the_same_bits(store, data, teacher, tmp_path, capsys):
+    from funmatch.distill import targets
+
+    store_dir, card = store
+    plain = targets.generate(teacher, data, tmp_path / "plain", views=3, batch_size=16, seed=5, progress=True,
+                             view_cache_max_bytes=0)
+    assert "view cache: not used" in capsys.readouterr().err
+    for view in range(3):
+        np.testing.assert_array_equal(targets.read_targets(store_dir, card, view).view(np.uint8),
+                                      targets.read_targets(tmp_path / "plain", plain, view).view(np.uint8))
+
+
+def test_view_cache_plan_respects_its_cap_and_says_why():
+    from funmatch.distill import targets
+
+    card = {"seed": 0, "mixup_p": 1.0, "mode": "function_matching", "view_spec": targets.view_spec(),
+            "data": {"num_examples": 1000}}
+    held = 3 * 1000 * 32 * 32 * 3  # three passes of uint8 32 px views
+    plan = targets.view_cache_plan(card, 32, max_bytes=held)
+    assert plan["use"] and plan["bytes"] == held and "each view decoded once" in plan["reason"]
+    over = targets.view_cache_plan(card, 32, max_bytes=held - 1)
+    assert not over["use"] and "> cap" in over["reason"] and "decoded twice" in over["reason"]
+    assert targets.view_cache_plan(card, 64)["bytes"] == 4 * held
+    assert targets.VIEW_CACHE_MAX_BYTES == 1 << 30 and targets.view_cache_plan(card, 32)["max_bytes"] == 1 << 30
+    big = {**card, "data": {"num_examples": 1_281_167}}  # ImageNet at 224 px: far over the default cap
+    assert not targets.view_cache_plan(big, 224)["use"]
+    assert not targets.view_cache_plan(card, 32, process_count=2)["use"]
+    assert not targets.view_cache_plan(card, 32, examples_needed=499)["use"]
+    assert targets.view_cache_plan(card, 32, examples_needed=500)["use"]
+    assert not targets.view_cache_plan({**card, "mode": "consistent", "mixup_p": 0.0}, 32)["use"]
+    no_size = {**card, "view_spec": "decode_jpeg_and_inception_crop()|flip_lr|value_range(-1, 1)"}
+    assert not targets.view_cache_plan(no_size, 32)["use"]
+
+
+# ------------------------------------------------------------------------------------------------
 # Generation: resumable, split over processes; the card
 
 
