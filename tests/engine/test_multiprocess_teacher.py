@@ -58,7 +58,11 @@ def test_two_process_teacher_equals_one_process_and_resumes_after_sigkill(engine
     # The same losses, step by step, and the same weights as one process fed the same global batches.
     np.testing.assert_allclose([r["train_loss"] for r in records(two)], [r["train_loss"] for r in records(one)],
                                rtol=1e-5)
-    assert json.loads((two / "metrics.json").read_text())["step"] == STEPS
+    final, final_one = (json.loads((w / "metrics.json").read_text()) for w in (two, one))
+    assert final["step"] == STEPS
+    for split in ("validation", "test"):  # evaluated on every example once, as one process does
+        assert final[f"{split}_num_examples"] == final_one[f"{split}_num_examples"] > 0
+        assert abs(final[f"{split}_accuracy"] - final_one[f"{split}_accuracy"]) <= 1 / final[f"{split}_num_examples"]
     from funmatch import models
 
     expected, got = models.load(one / "teacher.keras").get_weights(), models.load(two / "teacher.keras").get_weights()
