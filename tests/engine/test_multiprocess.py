@@ -7,13 +7,11 @@ resumes after a SIGKILL of one of them.
 
 import json
 import pathlib
-import signal
 import sys
-import time
 
 import numpy as np
 import pytest
-from multiprocess_helpers import free_port, launch, log_tail
+from multiprocess_helpers import free_port, kill_when, launch, wait_all
 
 SCRIPT = pathlib.Path(__file__).with_name("data_parallel_check.py")
 
@@ -22,13 +20,7 @@ SCRIPT = pathlib.Path(__file__).with_name("data_parallel_check.py")
 def test_two_processes_equal_one_process_with_the_same_global_batch(engine_data, tmp_path):
     common = [sys.executable, str(SCRIPT), "--data", str(engine_data), "--global-batch", "8", "--steps", "6"]
     workers = launch([*common, "--out", str(tmp_path / "two.json"), "--reference"], 2, port=free_port(), log_dir=tmp_path)
-    try:
-        codes = [p.wait(timeout=300) for p in workers]
-    finally:
-        for p in workers:
-            if p.poll() is None:
-                p.kill()
-    assert codes == [0, 0], log_tail(tmp_path, 2)
+    wait_all(workers, tmp_path, timeout=300)
     two = json.loads((tmp_path / "two.json").read_text())
     one = two["reference"]
     assert (two["processes"], two["devices"]) == (2, 2)
@@ -51,32 +43,14 @@ def test_two_process_distill_resumes_after_sigkill_of_one_process(engine_data, e
                "--teacher", str(engine_teacher), "--workdir", str(workdir), "--no-progress"]
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir(), second.mkdir()
-    processes = launch(command, 2, port=free_port(), log_dir=first)
-    try:
-        deadline = time.time() + 600
-        while time.time() < deadline and not (workdir / "checkpoints" / "ckpt-000000004").exists():
-            assert all(p.poll() is None for p in processes), "a process ended before the kill\n" + log_tail(first, 2)
-            time.sleep(0.05)
-        processes[1].send_signal(signal.SIGKILL)  # any one process dies ...
-        assert processes[1].wait(30) == -signal.SIGKILL
-    finally:
-        for p in processes:  # ... and the launcher stops the others, as a job scheduler does
-            if p.poll() is None:
-                p.kill()
-                p.wait(30)
+    # Any one process dies after step 4's checkpoint; the launcher stops the others, as a job scheduler does.
+    kill_when(workdir / "checkpoints" / "ckpt-000000004", launch(command, 2, port=free_port(), log_dir=first), 1, first)
     assert not (workdir / "student.keras").exists()
     killed_at = max(int(p.name.split("-")[1]) for p in (workdir / "checkpoints").glob("ckpt-*"))
     assert 4 <= killed_at < 12
 
     resume = [arg for arg in command if arg != "--no-progress"]  # it prints whether it resumes
-    processes = launch(resume, 2, port=free_port(), log_dir=second)
-    try:
-        codes = [p.wait(timeout=900) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-    assert codes == [0, 0], log_tail(second, 2)
+    wait_all(launch(resume, 2, port=free_port(), log_dir=second), second, timeout=900)
     log = (second / "process0.log").read_text()
     assert "funmatch distill: resuming" in log and "on 2 processes" in log, log[-3000:]
     assert json.loads((workdir / "metrics.json").read_text())["step"] == 12
