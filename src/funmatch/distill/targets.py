@@ -609,15 +609,15 @@ def _cached_views_dataset(card: dict, data_dir, units: list[tuple[int, int]], re
         files = tf.boolean_mask(files, files >= 0)
         indices = tf.data.Dataset.from_tensor_slices(files).flat_map(lambda f: tf.data.Dataset.range(
             tf.gather(starts_t, f), tf.gather(starts_t, f) + tf.gather(sizes_t, f)))
-        return indices.map(lambda i: _pick(images, coefficients, labels, i, view, shift, total))
+        def mixed(i):  # per example: at the teacher's resolution whole-batch float ops are memory-bound
+            picked = _pick(images, coefficients, labels, i, view, shift, total)
+            image = maker.mixed_batch(picked["own"][None], picked["partner"][None], picked["coefficient"][None])[0]
+            return {"image": image, "index": i, "view": view}
 
-    def mix(batch):
-        return {"image": maker.mixed_batch(batch["own"], batch["partner"], batch["coefficient"]),
-                "index": batch["index"], "view": batch["view"]}
+        return indices.map(mixed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     passes = tf.data.Dataset.from_tensor_slices((run_views, run_files)).flat_map(one_run).prefetch(1)
-    dataset = passes.flat_map(examples).batch(batch_size)
-    return dataset.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return passes.flat_map(examples).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 # ----------------------------------------------------------------------------------------------
