@@ -300,13 +300,15 @@ def test_view_cache_views_for_the_teacher_are_the_same_bits(store, data):
 def test_generation_with_and_without_the_view_cache_stores_the_same_bits(store, data, teacher, tmp_path, capsys):
     from funmatch.distill import targets
 
-    store_dir, card = store
-    plain = targets.generate(teacher, data, tmp_path / "plain", views=3, batch_size=16, seed=5, progress=True,
-                             view_cache_max_bytes=0)
-    assert "view cache: not used" in capsys.readouterr().err
+    store_dir, card = store  # generated with the default: no view cache
+    cached = targets.generate(teacher, data, tmp_path / "cached", views=3, batch_size=16, seed=5, progress=True,
+                              view_cache_max_bytes=targets.VIEW_CACHE_MAX_BYTES)
+    assert "each view decoded once per pass" in capsys.readouterr().err
     for view in range(3):
         np.testing.assert_array_equal(targets.read_targets(store_dir, card, view).view(np.uint8),
-                                      targets.read_targets(tmp_path / "plain", plain, view).view(np.uint8))
+                                      targets.read_targets(tmp_path / "cached", cached, view).view(np.uint8))
+    targets.generate(teacher, data, tmp_path / "plain", views=1, batch_size=16, seed=5, progress=True)
+    assert "view cache: not used" in capsys.readouterr().err
 
 
 def test_view_cache_plan_respects_its_cap_and_says_why():
