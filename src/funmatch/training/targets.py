@@ -39,15 +39,21 @@ def check_mode(mode: str) -> None:
 def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, views: int, mode: str | None = None,
                         top_k: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict[str, Any]:
     """`funmatch.distill.targets.generate` with the recipe's views, seed, split and mixup p."""
+    from funmatch import runtime
     from funmatch.distill import targets as store
 
     mode = mode or config.mode
     check_mode(mode)
-    return store.generate(
-        teacher_path, data_dir, out_dir, views=views, mode=mode, view_template=teacher_view(config, mode),
-        mixup_p=config.mixup_p if mode == "function_matching" else 0.0, seed=config.seed, split=config.train_split,
-        top_k=top_k, batch_size=batch_size or config.eval_batch_size, progress=progress,
-    )
+    with runtime.process_local():  # several processes: each runs its own units alone, never waiting on another
+        card = store.generate(
+            teacher_path, data_dir, out_dir, views=views, mode=mode, view_template=teacher_view(config, mode),
+            mixup_p=config.mixup_p if mode == "function_matching" else 0.0, seed=config.seed, split=config.train_split,
+            top_k=top_k, batch_size=batch_size or config.eval_batch_size, progress=progress,
+        )
+    if runtime.process_info()[1] > 1:  # every unit is written: the last process to finish completed the card
+        runtime.barrier("funmatch targets")
+        card = {**store.load_card(out_dir), "this_run_seconds": card["this_run_seconds"]}
+    return card
 
 
 def check_for_run(targets_dir, config: Config, *, teacher_path, data_dir, num_classes: int) -> dict[str, Any]:
