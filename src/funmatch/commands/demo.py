@@ -19,10 +19,10 @@ Equal time holds on a busy machine: both sides are measured on the same clock, t
 function-matching side (generation + training) runs first; the label run is sized to the CPU seconds it used
 (from the CPU cost of its own first steps) and stopped by that budget at the latest.
 
-Measured with the defaults (`funmatch demo`, TensorFlow backend, 2 CPU cores shared with two lower-priority
-jobs, load 7–8): 10 min 56 s in all; the teacher 96.1 % on this test split; function matching 86.2 % test,
-agreement with the teacher 86.6 %, in 6.6 CPU minutes (2.8 for the targets of 16 views, 3.9 for 3,000
-training steps); the label-trained student 83.6 %, agreement 83.2 %, in 6.5 CPU minutes (5,500 steps).
+Measured with the defaults (`funmatch demo`, TensorFlow backend, 2 idle CPU cores): 7 min 42 s in all; the
+teacher 96.1 % on this test split; function matching 86.2 % test, agreement with the teacher 86.6 %, in 6.0
+CPU minutes (2.6 for the targets of 16 views, 3.5 for 3,000 training steps); the label-trained student
+83.4 %, agreement 83.0 %, in 6.0 CPU minutes (5,300 steps).
 With `--steps 12000`: 89.1 % (agreement 89.2 %) against 83.2 % for labels, 20.8 CPU minutes each.
 `--quick` runs the same pipeline in about a minute.
 Re-running the same command reuses what is done (each step is resumable).
