@@ -67,7 +67,7 @@ RECIPE = "flowers102:variant=fast"  # the teacher's architecture, resolution and
 DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER_INIT = "BiT-M-R152x2"  # a known checkpoint tag, an .npz / .keras path, or "" (from scratch)
 WORKDIR = "/kaggle/working/runs/flowers102_teacher" if KAGGLE else "runs/flowers102_teacher"  # checkpoints, metrics, teacher.keras; re-running resumes (BiT-HyperRule: 500 steps, well inside a 9-hour Kaggle session on TPU v5e-8 or GPU T4×2)
-RESUME_FROM = ""  # a next Kaggle session: the previous session's saved WORKDIR, added as an input (e.g. "/kaggle/input/funmatch-flowers102-teacher-run/runs/flowers102_teacher"); "" = start or resume from WORKDIR alone
+RESUME_FROM = ""  # a next Kaggle session: the previous session's saved WORKDIR, added as an input (its folder under Kaggle's input folder); "" = start or resume from WORKDIR alone
 
 # %%
 import importlib.resources

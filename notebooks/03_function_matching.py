@@ -67,7 +67,7 @@ RECIPE = "flowers102:variant=fast,total_steps=6000" if ACCELERATOR == "GPU" else
 DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
 WORKDIR = "/kaggle/working/runs/flowers102_fast" if KAGGLE else "runs/flowers102_fast"  # one sub-folder per mode, and report/; re-running resumes from its checkpoints (a next Kaggle session: RESUME_FROM)
-RESUME_FROM = ""  # a next Kaggle session: the previous session's saved WORKDIR, added as an input (e.g. "/kaggle/input/funmatch-flowers102-fast-run/runs/flowers102_fast"); "" = start or resume from WORKDIR alone
+RESUME_FROM = ""  # a next Kaggle session: the previous session's saved WORKDIR, added as an input (its folder under Kaggle's input folder); "" = start or resume from WORKDIR alone
 MODES = ["function_matching"]  # add "consistent", "independent", "fixed_teacher" for the paper's ablation
 
 # %%

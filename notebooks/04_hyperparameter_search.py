@@ -67,7 +67,7 @@ RECIPE = "flowers102:variant=fast,total_steps=750,warmup_steps=150" if ACCELERAT
 DATA_DIR = "/kaggle/input/funmatch-flowers102/flowers102" if KAGGLE else "data/flowers102"  # written by 01_prepare_data (on Kaggle: its output, added as a dataset)
 TEACHER = "/kaggle/input/funmatch-flowers102-teacher/teacher.keras" if KAGGLE else "runs/flowers102_teacher/teacher.keras"  # written by 02_train_teacher
 SEARCH_DIR = "/kaggle/working/runs/flowers102_search" if KAGGLE else "runs/flowers102_search"  # trials/<id>/ are run folders; re-running resumes the search
-RESUME_FROM = ""  # a next Kaggle session: the previous session's saved SEARCH_DIR, added as an input (e.g. "/kaggle/input/funmatch-flowers102-search-run/runs/flowers102_search"); "" = start or resume from SEARCH_DIR alone
+RESUME_FROM = ""  # a next Kaggle session: the previous session's saved SEARCH_DIR, added as an input (its folder under Kaggle's input folder); "" = start or resume from SEARCH_DIR alone
 SEARCH = "random"  # random | bayesian | hyperband
 MAX_TRIALS = 8
 OBJECTIVE = "val_accuracy"  # or val_agreement, val_kl
