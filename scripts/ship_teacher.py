@@ -29,10 +29,9 @@ OUT = REPO / "src" / "funmatch" / "assets" / "teachers"
 def ship_resolution(model_path: pathlib.Path, data_dir: str, resolutions: str, command: str) -> None:
     import time
 
-    import numpy as np
-
     from funmatch import models
     from funmatch.evaluation.logits import eval_pp, split_logits
+    from funmatch.evaluation.metrics import topk_accuracy
     from funmatch.evaluation.resolution import pick_resolution, score
     from funmatch.training.checkpoints import atomic_save_keras
 
@@ -45,7 +44,7 @@ def ship_resolution(model_path: pathlib.Path, data_dir: str, resolutions: str, c
     resolution = models.contract(chosen)["resolution"]
     test = split_logits(chosen, data_dir, "test", eval_pp(resolution, 1.0), 256)
     test_accuracy, _ = score(test["logits"], test["labels"])
-    top5 = float(np.mean([label in np.argsort(row)[-5:] for row, label in zip(test["logits"], test["labels"])]))
+    top5 = topk_accuracy(test["logits"], test["labels"], 5)
     atomic_save_keras(chosen, OUT / "eurosat_teacher.keras")
     card.update({
         "resolution": resolution,

@@ -17,6 +17,7 @@ import numpy as np
 
 from funmatch.errors import FunmatchError
 from funmatch.evaluation.logits import DEFAULT_CROP_FRACTION, eval_pp, split_logits
+from funmatch.evaluation.metrics import topk_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,7 @@ def score(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     logits = np.asarray(logits, np.float64)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    rows = np.arange(len(labels))
-    return float((logits.argmax(axis=1) == labels).mean()), float(-log_probs[rows, labels].mean())
+    return topk_accuracy(logits, labels, 1), float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
 def best(scores: list[ResolutionScore]) -> ResolutionScore:
@@ -41,26 +41,6 @@ def best(scores: list[ResolutionScore]) -> ResolutionScore:
     if not scores:
         raise FunmatchError("no resolution was scored")
     return min(scores, key=lambda s: (-s.accuracy, s.nll, s.resolution))
-
-
-def at_resolution(model, resolution: int):
-    """The same weights behind a model built for `resolution` (the contract says so)."""
-    from funmatch import models
-
-    contract = models.contract(model)
-    if int(contract["resolution"]) == int(resolution):
-        return model
-    resized = models.create(contract["arch"], num_classes=contract["num_classes"], resolution=int(resolution),
-                            **dict(getattr(model, "arch_kwargs", {}) or {}))
-    try:
-        resized.set_weights(model.get_weights())
-    except ValueError as error:
-        raise FunmatchError(
-            f"{contract['arch']} does not run at {resolution} px with these weights ({error}); "
-            "only fully convolutional models (the BiT family) can change resolution"
-        ) from error
-    resized.eval_crop_fraction = contract.get("eval_crop_fraction")
-    return resized
 
 
 def pick_resolution(model, data_dir, resolutions, *, split: str = "validation", crop_fraction: float | None = None,
@@ -79,12 +59,12 @@ def pick_resolution(model, data_dir, resolutions, *, split: str = "validation", 
         crop_fraction = models.contract(model).get("eval_crop_fraction") or DEFAULT_CROP_FRACTION
     scores = []
     for resolution in resolutions:
-        candidate = at_resolution(model, resolution)
+        candidate = models.with_resolution(model, resolution)
         out = split_logits(candidate, data_dir, split, eval_pp(resolution, crop_fraction), batch_size)
         accuracy, nll = score(out["logits"], out["labels"])
         scores.append(ResolutionScore(resolution, accuracy, nll, int(len(out["labels"]))))
         if progress is not None:
             progress(scores[-1])
-    chosen = at_resolution(model, best(scores).resolution)
+    chosen = models.with_resolution(model, best(scores).resolution)
     chosen.eval_crop_fraction = float(crop_fraction)  # the view it was chosen with travels with it
     return scores, chosen

@@ -23,7 +23,7 @@ from funmatch.models.checkpoints import (
 from funmatch.models.classifier import Classifier, contract, save
 from funmatch.models.flops import count_flops, count_params
 from funmatch.models.layers import GroupNorm, PaddedMaxPool2D, StandardizedConv2D, group_count
-from funmatch.models.registry import create, family, list_models
+from funmatch.models.registry import create, family, list_models, with_resolution
 from funmatch.models.shipped import list_shipped, load, load_shipped
 from funmatch.models.tiny import build_tiny_cnn
 
@@ -54,4 +54,5 @@ __all__ = [
     "read_checkpoint",
     "resolve_checkpoint",
     "save",
+    "with_resolution",
 ]

@@ -25,6 +25,7 @@ import keras
 from funmatch.errors import FunmatchError
 from funmatch.models import bit, tiny
 from funmatch.models.classifier import Classifier
+from funmatch.models.classifier import contract as classifier_contract
 
 # Listed names (the parsers accept more: any `bit_r{depth}x{width}`, any `tiny_cnn_w{width}`).
 BIT_NAMES = [
@@ -144,3 +145,21 @@ def _build_application(name: str, num_classes: int, resolution: int, weights=Non
     except (ValueError, OSError, TypeError) as error:
         where = f" (weights={weights!r})" if weights else ""
         raise FunmatchError(f"model {name!r}{where}: {error}") from error
+
+
+def with_resolution(model: keras.Model, resolution: int) -> keras.Model:
+    """The same weights behind a model built for `resolution` (its contract says so; its recorded eval view is
+    kept). `model` itself when it already has that resolution. Only fully convolutional models (the BiT and
+    tiny CNN families) can change resolution; another raises FunmatchError."""
+    spec = classifier_contract(model)
+    if int(spec["resolution"]) == int(resolution):
+        return model
+    resized = create(spec["arch"], num_classes=spec["num_classes"], resolution=int(resolution),
+                     **dict(getattr(model, "arch_kwargs", {}) or {}))
+    try:
+        resized.set_weights(model.get_weights())
+    except ValueError as error:
+        raise FunmatchError(f"{spec['arch']} does not run at {resolution} px with these weights ({error}); "
+                            "only fully convolutional models can change resolution") from error
+    resized.eval_crop_fraction = spec.get("eval_crop_fraction")
+    return resized

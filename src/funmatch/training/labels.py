@@ -297,12 +297,8 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
             model = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
             models.load_bit_npz(model, init_file, num_classes=num_classes)
         else:
-            model = models.load(init_file)
-            if int(models.contract(model)["resolution"]) != config.teacher_resolution:
-                # Fine-tuning at another resolution: the same weights (BiT is fully convolutional), a new contract.
-                resized = models.create(config.teacher, num_classes=num_classes, resolution=config.teacher_resolution)
-                resized.set_weights(model.get_weights())
-                model = resized
+            # Fine-tuning at another resolution: the same weights (BiT is fully convolutional), a new contract.
+            model = models.with_resolution(models.load(init_file), config.teacher_resolution)
     if config.teacher_from_scratch or config.teacher_learning_rate:
         optimizer = make_optimizer(
             config.teacher_optimizer, learning_rate=config.teacher_learning_rate or hyperrule_learning_rate(batch),
