@@ -37,6 +37,18 @@ from funmatch.errors import FunmatchError
 CHECKPOINT_PREFIX = "ckpt-"
 
 
+def complete_steps(directory: os.PathLike) -> list[int]:
+    """Steps of the complete checkpoints (meta.json and state.npz both there) in `directory`, sorted; reads only."""
+    out = []
+    for path in pathlib.Path(directory).glob(f"{CHECKPOINT_PREFIX}*"):
+        if (path / "meta.json").exists() and (path / "state.npz").exists():
+            try:
+                out.append(int(path.name[len(CHECKPOINT_PREFIX):]))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
 def atomic_write_text(path: os.PathLike, text: str) -> None:
     """Write `text` to `path` through a temporary file + rename (never a half-written file).
 
@@ -102,14 +114,7 @@ class Checkpointer:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def steps(self) -> list[int]:
-        out = []
-        for path in self.directory.glob(f"{CHECKPOINT_PREFIX}*"):
-            if (path / "meta.json").exists() and (path / "state.npz").exists():
-                try:
-                    out.append(int(path.name[len(CHECKPOINT_PREFIX):]))
-                except ValueError:
-                    continue
-        return sorted(out)
+        return complete_steps(self.directory)
 
     def latest_step(self) -> int | None:
         steps = self.steps()
@@ -386,16 +391,7 @@ def run_progress(run_dir: os.PathLike) -> tuple[bool, int]:
     """(finished, latest checkpoint step) of the run folder `run_dir`; (False, 0) for an empty one."""
     run_dir = pathlib.Path(run_dir)
     finished = any((run_dir / name).exists() for name in FINISHED_MARKERS)
-    checkpoints = run_dir / "checkpoints"
-    step = 0
-    if checkpoints.is_dir():
-        for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
-            if (path / "meta.json").exists() and (path / "state.npz").exists():
-                try:
-                    step = max(step, int(path.name[len(CHECKPOINT_PREFIX):]))
-                except ValueError:
-                    continue
-    return finished, step
+    return finished, max(complete_steps(run_dir / "checkpoints"), default=0)
 
 
 def restore_runs(source: os.PathLike, workdir: os.PathLike) -> list[tuple[str, int]]:
