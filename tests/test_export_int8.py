@@ -84,11 +84,14 @@ def test_int8_check_can_fail_and_needs_data(tiny_model_path, tiny_data, tmp_path
     with pytest.raises(FunmatchError, match=r"tflite-int8 needs --data DIR"):
         export_model(tiny_model_path, tmp_path / "m.tflite", "tflite-int8")
     assert not (tmp_path / "m.tflite").exists()
+    (tmp_path / "not_data").mkdir()
     with pytest.raises(FunmatchError, match=r"not a prepared data folder"):
-        export_model(tiny_model_path, tmp_path / "m.tflite", "tflite-int8", data_dir=tmp_path)
+        export_model(tiny_model_path, tmp_path / "m.tflite", "tflite-int8", data_dir=tmp_path / "not_data")
     with pytest.raises(FunmatchError, match=r"agrees with the Keras model on .* of the 10 calibration images .*needed 101 %"):
         export_model(tiny_model_path, tmp_path / "m.tflite", "tflite-int8", data_dir=tiny_data,
                      calibration_count=10, min_agreement=1.01)
+    # The artefact that failed its check is kept beside --out, which is never replaced by it.
+    assert not (tmp_path / "m.tflite").exists() and (tmp_path / "m.rejected.tflite").stat().st_size > 0
 
 
 def test_cli_int8(tiny_model_path, tiny_data, tmp_path, capsys):

@@ -25,6 +25,7 @@ RANKS = {
     "configs": 2,
     "runtime": 2,
     "optim": 2,
+    "outputs": 2,  # the overwrite guard of every command that writes
     "data": 3,
     "models": 4,
     "distill": 5,

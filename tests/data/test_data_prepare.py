@@ -270,9 +270,15 @@ def test_existing_non_empty_out_needs_overwrite(tmp_path, tiny_dataset):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FunmatchError, match="--overwrite"):
         prepare(f"folder:{root}", out, progress=False)
+    # --overwrite replaces only a folder funmatch wrote: someone's own files are never deleted.
+    with pytest.raises(FunmatchError, match="holds files funmatch did not write"):
+        prepare(f"folder:{root}", out, overwrite=True, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
-    prepare(f"folder:{root}", out, overwrite=True, progress=False)
-    assert not (out / "keep.txt").exists() and load_card(out)["splits"]["train"]["num_examples"] == 2
+    ours = tmp_path / "ours"
+    prepare(f"folder:{root}", ours, progress=False)
+    (ours / "stale.txt").write_text("from an earlier run")
+    prepare(f"folder:{root}", ours, overwrite=True, progress=False)
+    assert not (ours / "stale.txt").exists() and load_card(ours)["splits"]["train"]["num_examples"] == 2
 
 
 def test_interrupted_prepare_leaves_no_complete_looking_dir(tmp_path, monkeypatch):
@@ -314,7 +320,7 @@ def test_cli_end_to_end_and_error_exit(tmp_path, capsys):
     card = json.loads((out / "dataset.json").read_text())
     assert card["splits"]["validation"]["num_examples"] == 2 and card["options"]["examples_per_shard"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "dataset.json", "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord",
+        ".funmatch", "dataset.json", "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord",
         "train-00002-of-00003.tfrecord", "validation-00000-of-00001.tfrecord",
     ]
     assert cli.main(["prepare", f"folder:{root}", "--out", str(out), "--no-progress"]) == 2

@@ -32,6 +32,17 @@ def check_file(flag: str, path) -> None:
         raise FunmatchError(f"{flag} {path}: no such file")
 
 
+def check_place(flag: str, path, inputs: dict, *, kind: str = "folder", overwrite: bool | None = None) -> None:
+    """The overwrite guard (`funmatch.outputs.check_output`) for the output `path` given as `flag`.
+
+    `inputs` maps the flags the command reads to their paths; `overwrite` None is for outputs the command takes
+    over itself (a workdir or store that resumes): only the place is checked then.
+    """
+    from funmatch.outputs import check_output
+
+    check_output(path, flag=flag, kind=kind, overwrite=overwrite, inputs=inputs)
+
+
 def add_budget_arguments(parser) -> None:
     """`--max-minutes` / `--max-cpu-minutes`: a time budget that ends the training run (resumable)."""
     parser.add_argument("--max-minutes", type=float, default=None,
@@ -79,5 +90,7 @@ def with_unlabeled(args, config: str) -> tuple[str, str]:
 
     ratio = get_config(config).unlabeled_ratio
     out = args.unlabeled_data or os.path.normpath(args.data).rstrip(os.sep) + "_unlabeled"
+    source = args.unlabeled.partition(":")[2] if args.unlabeled.startswith("folder:") else args.unlabeled
+    check_place("--unlabeled-data", out, {"--data": args.data, "--unlabeled": source})
     add_unlabeled(args.data, args.unlabeled, out, ratio=ratio, seed=get_config(config).seed)
     return out, config + ("," if ":" in config else ":") + f"train_split={UNION_SPLIT}"

@@ -190,6 +190,19 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, teacher_pa
     return workdir
 
 
+def _claim_out(out: pathlib.Path, teacher: str | None) -> None:
+    """The demo's folder: new, empty, or one an earlier demo wrote (it resumes); never the current folder."""
+    from funmatch import outputs
+
+    outputs.check_output(out, overwrite=None, inputs={"--teacher": teacher})
+    if out.is_dir() and any(out.iterdir()) and not outputs.is_funmatch_folder(out):
+        raise FunmatchError(f"--out {out}: holds files `funmatch demo` did not write (no {outputs.MARKER} marker); "
+                            "name a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not outputs.is_funmatch_folder(out):
+        outputs.write_marker(out, "demo")
+
+
 def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = None, train_teacher: bool = False,
              progress: bool = True, steps: int | None = None, views: int | None = None) -> dict[str, Any]:
     """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`).
@@ -202,7 +215,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
 
     started = time.time()
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_out(out, teacher)
     config = demo_config(quick, steps)
     views = views or (QUICK_VIEWS if quick else VIEWS)
     if views < 1:

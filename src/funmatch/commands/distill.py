@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from funmatch.commands import (add_budget_arguments, add_unlabeled_argument, budget_config, check_config, check_data_dir,
-                               check_file, with_unlabeled)
+                               check_file, check_place, with_unlabeled)
 from funmatch import runtime
 from funmatch.configs import MODES
 
@@ -29,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
     check_config(config)
     check_data_dir(args.data)
     check_file("--teacher", args.teacher)
+    check_place("--workdir", args.workdir, {"--data": args.data, "--teacher": args.teacher, "--targets": args.targets})
     runtime.check_launch_arguments(args)
     runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.distill import distill  # the library (and Keras) after the cheap checks

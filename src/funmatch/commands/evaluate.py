@@ -6,7 +6,7 @@ import argparse
 import json
 import pathlib
 
-from funmatch.commands import check_config, check_data_dir, check_file
+from funmatch.commands import check_config, check_data_dir, check_file, check_place
 from funmatch.errors import FunmatchError
 
 
@@ -26,10 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     crop.add_argument("--config", default=None, help="take the eval pp ratio from this recipe, e.g. eurosat")
 
 
+def _is_evaluation_report(path: pathlib.Path) -> bool:
+    """True for a file an earlier `funmatch evaluate --json` wrote (re-running replaces it; nothing else is)."""
+    try:
+        return str(json.loads(path.read_text()).get("schema", "")).startswith("funmatch.evaluate/")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(args: argparse.Namespace) -> int:
     json_path = pathlib.Path(args.json) if args.json else None
-    if json_path is not None and json_path.is_dir():
-        raise FunmatchError(f"--json {json_path}: is a directory")
+    if json_path is not None:
+        check_place("--json", json_path, {"--student": args.student, "--teacher": args.teacher, "--data": args.data},
+                    kind="file", overwrite=_is_evaluation_report(json_path) or not json_path.exists())
     if args.config is not None:  # the cheap checks, in the library's order, before Keras is imported
         check_config(args.config)
     check_data_dir(args.data)
@@ -46,8 +55,10 @@ def main(args: argparse.Namespace) -> int:
     print(format_summary(report))
     if json_path is not None:
         try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(report, indent=2) + "\n")
+            from funmatch.outputs import staged
+
+            with staged(json_path, command="evaluate", kind="file") as temporary:
+                temporary.write_text(json.dumps(report, indent=2) + "\n")
         except OSError as error:
             raise FunmatchError(f"--json {json_path}: cannot write the report ({error.strerror or error})") from None
         print(f"wrote {json_path}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_file
+from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_file, check_place
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ def main(args: argparse.Namespace) -> int:
     check_data_dir(args.data)
     if args.teacher is not None:
         check_file("--teacher", args.teacher)
+    check_place("--workdir", args.workdir, {"--data": args.data, "--teacher": args.teacher})
     from funmatch.training.labels import train_labels  # the library (and Keras) after the cheap checks
 
     train_labels(config, args.data, args.workdir, model=args.model, teacher_path=args.teacher, mixup_p=args.mixup,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import pathlib
 
 
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="head size (default: the checkpoint's; another count re-initialises the head to zeros)")
     convert.add_argument("--resolution", type=int, default=None, help="contract resolution (default 128)")
     convert.add_argument("--out", required=True, help="output .keras file")
+    convert.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     pick = sub.add_parser("resolution", help="pick a trained model's eval resolution on validation; write it")
     pick.add_argument("--model", required=True, help="a funmatch .keras file (a fully convolutional BiT model)")
     pick.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
@@ -51,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="eval view resize_small(R / f)|central_crop(R) (default: the one recorded in the model, "
                            "else 0.8); recorded in the output")
     pick.add_argument("--out", required=True, help="output .keras file (the model at the chosen resolution)")
+    pick.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _rows(names, resolution, num_classes):
@@ -69,6 +72,7 @@ def _rows(names, resolution, num_classes):
 
 
 def main(args: argparse.Namespace) -> int:
+    from funmatch.commands import check_place
     from funmatch.errors import FunmatchError
     from funmatch.models import registry
 
@@ -80,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
 
         if registry.family(args.arch) != "bit":
             raise FunmatchError(f"--arch {args.arch!r}: official .npz checkpoints are BiT ResNet-V2 (bit_r*) models")
+        check_place("--out", args.out, {"--npz": args.npz if os.path.exists(args.npz) else None}, kind="file",
+                    overwrite=args.overwrite)
         model = convert_checkpoint(args.npz, args.arch, args.out, num_classes=args.num_classes, resolution=args.resolution)
         print(f"wrote {args.out}: {contract(model)}")
         return 0
@@ -104,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _resolution(args: argparse.Namespace) -> int:
-    from funmatch.commands import check_data_dir
+    from funmatch.commands import check_data_dir, check_place
     from funmatch.errors import FunmatchError
 
     try:
@@ -114,6 +120,7 @@ def _resolution(args: argparse.Namespace) -> int:
     if not str(args.out).endswith(".keras"):
         raise FunmatchError(f"--out {args.out}: a funmatch model file must end in .keras")
     check_data_dir(args.data)
+    check_place("--out", args.out, {"--model": args.model, "--data": args.data}, kind="file", overwrite=args.overwrite)
     from funmatch import models
     from funmatch.data import pipeline
     from funmatch.evaluation.resolution import pick_resolution

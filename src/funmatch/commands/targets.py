@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 
 from funmatch import runtime
-from funmatch.commands import add_unlabeled_argument, check_config, check_data_dir, check_file, with_unlabeled
+from funmatch.commands import add_unlabeled_argument, check_config, check_data_dir, check_file, check_place, with_unlabeled
 from funmatch.errors import FunmatchError
 
 STORED_MODES = ("function_matching", "consistent", "fixed_teacher")
@@ -61,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
     check_config(args.config)
     check_data_dir(args.data)
     check_file("--teacher", args.teacher)
+    check_place("--out", args.out, {"--data": args.data, "--teacher": args.teacher})
     if args.views < 1:
         raise FunmatchError(f"--views must be >= 1, got {args.views}")
     runtime.check_launch_arguments(args)

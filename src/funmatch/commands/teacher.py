@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir
+from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_place
 from funmatch import runtime
 
 
@@ -22,6 +22,7 @@ def main(args: argparse.Namespace) -> int:
     config = budget_config(args)
     check_config(config)
     check_data_dir(args.data)
+    check_place("--workdir", args.workdir, {"--data": args.data, "--init": args.init})
     runtime.check_launch_arguments(args)
     runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.labels import train_teacher  # the library (and Keras) after the cheap checks

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from funmatch import __version__
+from funmatch import __version__, outputs
 from funmatch.data import sources as sources_lib
 from funmatch.errors import FunmatchError
 
@@ -124,11 +124,18 @@ def _size_stats(values: list[int]) -> dict:
     return {"min": int(min(values)), "max": int(max(values)), "mean": round(float(np.mean(values)), 2)}
 
 
-def _check_out_dir(out_dir: pathlib.Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FunmatchError(f"--out {out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FunmatchError(f"--out {out_dir}: exists and is not empty (use --overwrite to replace it)")
+def source_inputs(source: str, tfds_data_dir: str | None = None) -> dict[str, object]:
+    """What `source` reads, as {name: path} for the overwrite guard (`funmatch.outputs.check_output`)."""
+    kind, _, rest = source.partition(":")
+    if kind == "folder" and rest:
+        return {"SOURCE": rest}
+    if kind == "tfrecord" and rest:
+        import glob
+
+        return {f"SOURCE ({name})": name for name in glob.glob(os.path.expanduser(rest))}
+    if kind == "tfds" and tfds_data_dir:
+        return {"--tfds-data-dir": tfds_data_dir}
+    return {}
 
 
 def prepare(
@@ -168,7 +175,7 @@ def prepare(
       shuffle_seed: records are written in a random order drawn from this seed; None: source order.
     """
     out_dir = pathlib.Path(out_dir).expanduser().absolute()
-    _check_out_dir(out_dir, overwrite)
+    outputs.check_output(out_dir, overwrite=overwrite, inputs=source_inputs(source, tfds_data_dir))
     if shorter_side is not None and shorter_side < 1:
         raise FunmatchError(f"--shorter-side must be >= 1, got {shorter_side}")
     if not 1 <= jpeg_quality <= 100:
@@ -182,8 +189,8 @@ def prepare(
 
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(out_dir)
-        temporary = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+        outputs.remove_leftovers(out_dir)
+        temporary = outputs.temporary_name(out_dir)
         if temporary.exists():
             shutil.rmtree(temporary)
         temporary.mkdir()
@@ -259,39 +266,13 @@ def prepare(
         from funmatch.data.tfrecords import write_card
 
         write_card(temporary, card)
+        outputs.write_marker(temporary, "prepare")
         # Swap into place: the old DIR (if --overwrite) is removed only after the new one is complete.
-        previous = None
-        if out_dir.exists():
-            previous = out_dir.parent / f".{out_dir.name}.previous-{os.getpid()}"
-            out_dir.rename(previous)
-        temporary.rename(out_dir)
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
+        outputs.swap_in(temporary, out_dir)
         return card
     finally:
         if temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
-
-
-def _remove_leftovers(out_dir: pathlib.Path) -> None:
-    """Removes `.DIR.partial-PID` / `.DIR.previous-PID` folders of prepare runs that were killed (PID gone)."""
-    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
-        kind, _, pid = leftover.name[len(out_dir.name) + 2:].rpartition("-")
-        if kind not in ("partial", "previous") or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_write_error(error: BaseException) -> bool:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from funmatch import outputs
 from funmatch.errors import FunmatchError
 
 FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx")
@@ -98,13 +99,10 @@ def _check_out_path(out: pathlib.Path, format: str, overwrite: bool) -> None:
         raise FunmatchError(f"--out {out}: a {format} file must end in {suffix}")
     if suffix is None and out.suffix in (".keras", ".tflite", ".onnx", ".h5"):
         raise FunmatchError(f"--out {out}: a savedmodel is a folder; give a folder name, not a {out.suffix} file")
-    if out.exists():
-        if not overwrite:
-            raise FunmatchError(f"--out {out}: already exists (use --overwrite to replace it)")
-        if out.is_dir() and suffix is not None:
-            raise FunmatchError(f"--out {out}: is a folder, expected a {suffix} file")
-        if out.is_file() and suffix is None:
-            raise FunmatchError(f"--out {out}: is a file, expected a savedmodel folder")
+    if out.is_dir() and suffix is not None:
+        raise FunmatchError(f"--out {out}: is a folder, expected a {suffix} file")
+    if out.is_file() and suffix is None:
+        raise FunmatchError(f"--out {out}: is a file, expected a savedmodel folder")
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -132,6 +130,14 @@ def _remove(path: pathlib.Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+def _rejected(temporary: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """Moves an artefact that failed its check beside `out` (`NAME.rejected.SUFFIX`), for inspection."""
+    kept = out.with_name(f"{out.stem}.rejected{out.suffix}" if out.suffix else f"{out.name}.rejected")
+    _remove(kept)
+    temporary.rename(kept)
+    return kept
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,6 +331,9 @@ def export_model(
     check_format_supported(format, backend)
     out = pathlib.Path(out)
     _check_out_path(out, format, overwrite)
+    folder = SUFFIXES[format] is None
+    outputs.check_output(out, kind="folder" if folder else "file", overwrite=overwrite,
+                         inputs={"MODEL": model if isinstance(model, (str, os.PathLike)) else None, "--data": data_dir})
     model, _ = resolve_model(model, "model")
     resolution = input_resolution(model)
 
@@ -333,14 +342,31 @@ def export_model(
             raise FunmatchError(f"--format {format} needs --data DIR: a prepared data folder whose train split calibrates the int8 ranges")
         calibration = calibration_images(model, data_dir, count=calibration_count)
 
-    if out.exists():
-        _remove(out)
+    # Written beside `out` and checked there; only a checked artefact replaces the old one (by a rename).
     out.parent.mkdir(parents=True, exist_ok=True)
-    if format in QUANTIZED:
-        _write_tflite_int8(model, out, resolution, calibration)
-        return _check_quantized(model, out, format, backend, resolution, calibration, min_agreement)
-    WRITERS[format](model, out, resolution)
-    run_exported = load_exported(out, format)
+    outputs.remove_leftovers(out)
+    temporary = outputs.temporary_name(out)
+    _remove(temporary)
+    try:
+        if format in QUANTIZED:
+            _write_tflite_int8(model, temporary, resolution, calibration)
+            result = _check_quantized(model, temporary, out, format, backend, resolution, calibration, min_agreement)
+        else:
+            WRITERS[format](model, temporary, resolution)
+            result = _check_float(model, temporary, out, format, backend, resolution, seed, atol, rtol)
+        if folder:
+            outputs.write_marker(temporary, "export")
+        outputs.swap_in(temporary, out)
+    finally:
+        if temporary.exists():
+            _remove(temporary)
+    result["size_bytes"] = _path_size(out)
+    return result
+
+
+def _check_float(model, temporary, out, format, backend, resolution, seed, atol, rtol) -> dict[str, Any]:
+    """Reloads the artefact at `temporary` and compares it with `model` on random images (see export_model)."""
+    run_exported = load_exported(temporary, format)
 
     random = np.random.default_rng(seed)
     worst, worst_excess, num_images = 0.0, -np.inf, 0
@@ -356,20 +382,22 @@ def export_model(
         num_images += batch_size
     result = {**_describe(format, out, backend, resolution, worst), "atol": atol, "rtol": rtol, "num_images": num_images}
     if not worst_excess <= 0:  # also catches nan
+        kept = _rejected(temporary, out)
         raise FunmatchError(
             f"--out {out}: the {format} artefact differs from the Keras model by up to {worst:.3g} "
-            f"(tolerance atol {atol:g} + rtol {rtol:g}·|logit|); the file is left for inspection"
+            f"(tolerance atol {atol:g} + rtol {rtol:g}·|logit|); it is left for inspection at {kept}, --out is unchanged"
         )
     return result
 
 
 def _describe(format, out, backend, resolution, max_abs_diff) -> dict[str, Any]:
+    """The result's common fields; "size_bytes" is filled in once the artefact is at `out`."""
     return {"format": format, "path": str(out), "backend": backend, "resolution": resolution,
-            "size_bytes": _path_size(out), "max_abs_diff": max_abs_diff}
+            "size_bytes": None, "max_abs_diff": max_abs_diff}
 
 
-def _check_quantized(model, out, format, backend, resolution, calibration, min_agreement) -> dict[str, Any]:
-    run_exported = load_exported(out, format)
+def _check_quantized(model, temporary, out, format, backend, resolution, calibration, min_agreement) -> dict[str, Any]:
+    run_exported = load_exported(temporary, format)
     expected, actual = [], []
     for start in range(0, len(calibration), 32):
         batch = calibration[start:start + 32]
@@ -383,8 +411,10 @@ def _check_quantized(model, out, format, backend, resolution, calibration, min_a
     result = {**_describe(format, out, backend, resolution, worst), "agreement_top1": agreement,
               "min_agreement": min_agreement, "calibration_images": len(calibration), "num_images": len(calibration)}
     if not agreement >= min_agreement:
+        kept = _rejected(temporary, out)
         raise FunmatchError(
             f"--out {out}: the {format} artefact agrees with the Keras model on {100 * agreement:.1f} % of the "
-            f"{len(calibration)} calibration images (top-1; needed {100 * min_agreement:g} %); the file is left for inspection"
+            f"{len(calibration)} calibration images (top-1; needed {100 * min_agreement:g} %); it is left for "
+            f"inspection at {kept}, --out is unchanged"
         )
     return result
