@@ -86,15 +86,15 @@ class Env:
             self.env["PYTHONPATH"] = src + os.pathsep + self.env.get("PYTHONPATH", "")
         self._base_run = None
 
-    def cli(self, *args, timeout=1800, env=None, fsize=None, background=False):
-        """Runs `funmatch ARGS`; returns a Result (or the Popen with background=True)."""
+    def cli(self, *args, timeout=1800, env=None, fsize=None, background=False, cwd=None):
+        """Runs `funmatch ARGS` (in the temp folder, or `cwd`); returns a Result (or the Popen with background=True)."""
         command = [PY, "-m", "funmatch.cli", *map(str, args)]
 
         def limit():
             if fsize is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-        kwargs = dict(cwd=self.root, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        kwargs = dict(cwd=cwd or self.root, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                       preexec_fn=limit)
         if background:
             return subprocess.Popen(command, start_new_session=True, **kwargs)
@@ -632,6 +632,97 @@ def case_label_run_name(env: Env):
         "misleading" if wrong else "ok", line[:120])
 
 
+# --- overwrite guards and prepare's sources (nothing funmatch did not write is ever deleted) ---------------
+
+
+def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _untouched(result: Result, folder: pathlib.Path, before: dict[str, bytes], pattern: str) -> tuple[str, str]:
+    """A refusal that leaves `folder` exactly as it was."""
+    outcome, detail = expect_error(result, pattern)
+    if not folder.exists() or _snapshot(folder) != before:
+        return "silent wrong", f"{folder.name} changed: files lost or replaced ({detail})"
+    return outcome, detail
+
+
+def case_export_overwrite_cwd(env: Env):
+    home = env.root / "export_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(env.teacher(), home / "student.keras")
+    (home / "notes.txt").write_text("keep")
+    before = _snapshot(home)
+    args = ["export", "student.keras", "--format", "savedmodel", "--out", ".", "--overwrite"]
+    return ["(cd home)", *args], _untouched(env.cli(*args, cwd=home), home, before, r"--out \.: is the current folder")
+
+
+def _prepare_guard(env: Env, name: str, out_of, pattern: str, cwd_of=None):
+    source = env.source(f"{name}_home/src")  # the source and a file beside it, in a folder of their own
+    (source.parent / "notes.txt").write_text("keep")
+    before = _snapshot(source.parent)
+    out = out_of(source)
+    args = ["prepare", f"folder:{source}", "--out", out, "--overwrite", "--no-progress"]
+    result = env.cli(*args, cwd=cwd_of(source) if cwd_of else None)
+    return args, _untouched(result, source.parent, before, pattern)
+
+
+def case_prepare_out_is_source(env: Env):
+    return _prepare_guard(env, "guard_same", lambda source: source, r"is the input SOURCE")
+
+
+def case_prepare_out_is_source_parent(env: Env):
+    return _prepare_guard(env, "guard_parent", lambda source: source.parent, r"holds the input SOURCE")
+
+
+def case_prepare_out_is_cwd(env: Env):
+    return _prepare_guard(env, "guard_cwd", lambda source: ".", r"is the current folder", cwd_of=lambda source: source)
+
+
+def case_prepare_overwrite_foreign(env: Env):
+    source = env.source("src_guard_foreign")
+    foreign = env.root / "someones_folder"
+    foreign.mkdir(exist_ok=True)
+    (foreign / "thesis.tex").write_text("years of work")
+    before = _snapshot(foreign)
+    args = ["prepare", f"folder:{source}", "--out", foreign, "--overwrite", "--no-progress"]
+    return args, _untouched(env.cli(*args), foreign, before, r"funmatch did not write")
+
+
+def case_prepare_link_out_of_source(env: Env):
+    outside = env.images(env.root / "outside_images", {"": {"c0": 1}})
+    source = env.source("src_outlink")
+    for split in ("train", "test"):
+        (source / split / "c0" / "outside.jpg").symlink_to(outside / "c0" / "img_0.jpg")
+    args, result = _prepare(env, source, "out_outlink")
+
+    def check():
+        card = json.loads((env.root / "out_outlink" / "dataset.json").read_text())
+        counts = {split: card["splits"][split]["num_examples"] for split in ("train", "test")}
+        skipped = "link out of the source" in json.dumps(card.get("ignored", []))
+        return skipped and counts == {"train": 48, "test": 20}, f"not followed, listed in the card: {skipped}; {counts}"
+
+    return args, expect_success(result, check)
+
+
+def case_prepare_val_fraction_too_large(env: Env):
+    source = env.images(env.root / "src_flat_val", {"": dict.fromkeys(CLASSES, 3)})
+    args, result = _prepare(env, source, "out_val99", "--val-fraction", "0.99")
+    outcome, detail = expect_error(result, r"too few images.*--val-fraction 0\.99")
+    named = detail.split(": ")[-2].split()[-1] if ": " in detail else ""
+    if outcome == "clear line" and not os.path.isdir(named):
+        return args, ("misleading", f"names {named}, which does not exist")
+    return args, (outcome, detail)
+
+
+def case_prepare_tfrecord_not_records(env: Env):
+    folder = env.root / "confs"
+    folder.mkdir(exist_ok=True)
+    (folder / "a.conf").write_text("key = value\n" * 30)
+    args = ["prepare", f"tfrecord:{folder}/*.conf", "--out", env.root / "out_conf", "--no-progress"]
+    return args, expect_error(env.cli(*args), r"a\.conf is not a TFRecord file")
+
+
 CASES = [
     ("recipe N differs from the card", case_recipe_n_vs_card),
     ("card count hand-edited", case_card_count_edited),
@@ -671,6 +762,14 @@ CASES = [
     ("distill on 2 JAX devices", case_distill_two_jax_devices),
     ("teacher on 2 JAX devices", case_teacher_two_jax_devices),
     ("label run's summary line", case_label_run_name),
+    ("export --out . --overwrite", case_export_overwrite_cwd),
+    ("prepare --out SRC --overwrite", case_prepare_out_is_source),
+    ("prepare --out (SRC's parent) --overwrite", case_prepare_out_is_source_parent),
+    ("prepare --out . (in SRC) --overwrite", case_prepare_out_is_cwd),
+    ("prepare --overwrite on someone's folder", case_prepare_overwrite_foreign),
+    ("prepare: a link out of the source", case_prepare_link_out_of_source),
+    ("prepare --val-fraction 0.99", case_prepare_val_fraction_too_large),
+    ("prepare 'tfrecord:DIR/*.conf'", case_prepare_tfrecord_not_records),
 ]
 
 

@@ -104,13 +104,27 @@ def open_source(
 # folder:PATH
 
 
-def _image_files(folder: pathlib.Path, ignored: list[pathlib.Path | tuple] | None = None) -> list[pathlib.Path]:
+OUTSIDE = "link out of the source folder (not followed)"
+
+
+def _outside(path: pathlib.Path, root: pathlib.Path | None) -> bool:
+    """True when `path` resolves (through links) to a place outside the source folder `root`."""
+    if root is None:
+        return False
+    real = path.resolve()
+    return real != root and root not in real.parents
+
+
+def _image_files(folder: pathlib.Path, ignored: list[pathlib.Path | tuple] | None = None,
+                 root: pathlib.Path | None = None) -> list[pathlib.Path]:
     """The image files of a class folder, in natural order; everything else is appended to `ignored`
-    as (path, reason)."""
+    as (path, reason). A link to a place outside `root` (the source folder, resolved) is not followed."""
     files = []
     for path in folder.iterdir():
         if path.is_symlink() and not path.exists():
             reason = "dangling symlink"
+        elif _outside(path, root):
+            reason = OUTSIDE
         elif path.is_dir():
             reason = "sub-folder (not read)"
         elif not path.is_file():
@@ -125,21 +139,41 @@ def _image_files(folder: pathlib.Path, ignored: list[pathlib.Path | tuple] | Non
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _class_folders(split_folder: pathlib.Path, ignored: list | None = None) -> dict[str, list[pathlib.Path]]:
+def _class_folders(split_folder: pathlib.Path, ignored: list | None = None,
+                   root: pathlib.Path | None = None) -> dict[str, list[pathlib.Path]]:
     classes = {}
     for path in sorted(split_folder.iterdir(), key=lambda p: p.name):
-        if not path.is_dir() or path.name.startswith("."):
+        if not path.is_dir() or path.name.startswith(".") or _outside(path, root):
             if ignored is not None:
                 ignored.append((path, "dangling symlink" if path.is_symlink() and not path.exists()
+                                else OUTSIDE if path.is_dir() and _outside(path, root)
                                 else "hidden folder" if path.is_dir() else "file outside a class folder"))
             continue
-        files = _image_files(path, ignored)
+        files = _image_files(path, ignored, root)
         if not files:
             raise FunmatchError(f"{path}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
         classes[path.name] = files
     if not classes:
         raise FunmatchError(f"{split_folder}: no class folders found")
     return classes
+
+
+def _refuse_shared_files(path_text: str, per_split: dict, root: pathlib.Path) -> None:
+    """Refuses two paths of different splits that are one file (a link inside the source): a judged image
+    would also be trained on."""
+    owner: dict[pathlib.Path, tuple[str, pathlib.Path]] = {}
+    for split, classes in per_split.items():
+        for files in classes.values():
+            for file in files:
+                real = file.resolve()
+                first = owner.setdefault(real, (split, file))
+                if first[0] != split:
+                    def shown(path):
+                        return path.relative_to(root).as_posix() if root in path.parents else str(path)
+
+                    raise FunmatchError(
+                        f"folder:{path_text}: {shown(first[1])} ({first[0]}) and {shown(file)} ({split}) are the "
+                        "same file through a link; an image may be in one split only")
 
 
 def _carve(files: list[pathlib.Path], fractions: dict[str, float]) -> dict[str, list[pathlib.Path]]:
@@ -165,6 +199,7 @@ def _open_folder(path_text: str, *, val_fraction: float, test_fraction: float) -
     for flag, fraction in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= fraction < 1.0:
             raise FunmatchError(f"{flag} must be in [0, 1), got {fraction}")
+    real_root = root.resolve()
     subfolders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     split_folders: dict[str, pathlib.Path] = {}
     for folder in subfolders:
@@ -179,12 +214,16 @@ def _open_folder(path_text: str, *, val_fraction: float, test_fraction: float) -
         split_folders[split] = folder
     ignored: list[tuple[pathlib.Path, str]] = []
     if split_folders:
-        per_split = {split: _class_folders(folder, ignored) for split, folder in split_folders.items()}
+        outside = [split for split, folder in split_folders.items() if _outside(folder, real_root)]
+        if outside:
+            raise FunmatchError(f"folder:{path_text}: split folder {split_folders[outside[0]].name!r} is a link out "
+                                "of the source folder; prepare reads only what lies inside it")
+        per_split = {split: _class_folders(folder, ignored, real_root) for split, folder in split_folders.items()}
         layout = "splits"
         ignored += [(p / "", "folder that is not a split (train, validation, val, valid, test)")
                     for p in subfolders if p.name.lower() not in SPLIT_FOLDER_NAMES]
     else:
-        per_split = {"train": _class_folders(root, ignored)}
+        per_split = {"train": _class_folders(root, ignored, real_root)}
         layout = "flat"
 
     # Every split must have the same classes.
@@ -199,6 +238,7 @@ def _open_folder(path_text: str, *, val_fraction: float, test_fraction: float) -
                 f" (missing: {missing[:5]}, extra: {only_here[:5]})"
             )
 
+    _refuse_shared_files(path_text, per_split, root)
     fractions = {s: f for s, f in (("validation", val_fraction), ("test", test_fraction)) if f > 0}
     for split in fractions:
         if split in per_split:
@@ -210,7 +250,9 @@ def _open_folder(path_text: str, *, val_fraction: float, test_fraction: float) -
         for class_name, files in per_split["train"].items():
             pieces = _carve(files, fractions)
             if not pieces["train"]:
-                raise FunmatchError(f"{root / class_name}: too few images ({len(files)}) to carve validation/test from")
+                raise FunmatchError(f"{files[0].parent}: too few images ({len(files)}) to carve validation/test "
+                                    f"from, leaving none for train (--val-fraction {val_fraction:g}, "
+                                    f"--test-fraction {test_fraction:g})")
             for split, chosen in pieces.items():
                 carved[split][class_name] = chosen
         per_split = {**{s: c for s, c in per_split.items() if s != "train"}, **carved}
@@ -358,9 +400,22 @@ def _open_tfrecord(pattern: str) -> Source:
         except (ValueError, KeyError):
             pass
 
+    def records(path: str):
+        """The raw records of one file; a file that is not a TFRecord file is named as the source's fault."""
+        iterator = tf.data.TFRecordDataset(path).as_numpy_iterator()
+        while True:
+            try:
+                yield next(iterator)
+            except StopIteration:
+                return
+            except tf.errors.OpError as error:
+                reason = re.sub(r"\{\{.*?\}\}", "", str(error.message)).split("(Is this")[0].split("[Op:")[0].strip()
+                raise FunmatchError(f"tfrecord:{pattern}: {path} is not a TFRecord file, or is damaged "
+                                    f"({reason.splitlines()[0] if reason else type(error).__name__})") from None
+
     def examples(paths: list[str]):
         for path in paths:
-            for position, raw in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
+            for position, raw in enumerate(records(path)):
                 features = tf.train.Example.FromString(raw).features.feature
                 image = _first_feature(features, ("image", "image/encoded", "image_raw"), "bytes_list")
                 label = _first_feature(features, ("label", "image/class/label"), "int64_list")
