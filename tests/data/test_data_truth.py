@@ -188,3 +188,23 @@ def test_write_error_is_one_line_naming_out(tmp_path, monkeypatch):
     with pytest.raises(FunmatchError, match=r"--out .*out: cannot write split 'train' \(No space left on device\)"):
         _prepare(f"folder:{root}", tmp_path / "out")
     assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+def test_counting_records_reads_their_headers_only(tmp_path):
+    from funmatch.data import tfrecords
+    import tensorflow as tf
+
+    path = str(tmp_path / "big.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(40):
+            writer.write(tfrecords.serialize_example(os.urandom(100_000), i, str(i), i))
+    before = _bytes_read()
+    assert tfrecords.count_records(path) == 40
+    # 12 bytes per header (and the /proc read itself), not a 64 KiB buffer per 100 KB record.
+    assert _bytes_read() - before < 40 * 12 + 2048
