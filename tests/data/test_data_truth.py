@@ -188,3 +188,77 @@ def test_write_error_is_one_line_naming_out(tmp_path, monkeypatch):
     with pytest.raises(FunmatchError, match=r"--out .*out: cannot write split 'train' \(No space left on device\)"):
         _prepare(f"folder:{root}", tmp_path / "out")
     assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+def test_counting_records_reads_their_headers_only(tmp_path):
+    from funmatch.data import tfrecords
+    import tensorflow as tf
+
+    path = str(tmp_path / "big.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(40):
+            writer.write(tfrecords.serialize_example(os.urandom(100_000), i, str(i), i))
+    before = _bytes_read()
+    assert tfrecords.count_records(path) == 40
+    # 12 bytes per header (and the /proc read itself), not a 64 KiB buffer per 100 KB record.
+    assert _bytes_read() - before < 40 * 12 + 2048
+
+
+def test_card_keeps_each_shards_digests(tiny_dataset):
+    import hashlib
+
+    from funmatch.data import tfrecords
+
+    info = tfrecords.load_card(tiny_dataset)["splits"]["train"]
+    paths = tfrecords.shard_paths(tiny_dataset, "train", info["num_shards"])
+    assert info["shard_sha256"] == [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
+    assert info["shard_probe"] == [tfrecords.probe_digest(p) for p in paths]
+    assert tfrecords.verify_dataset(tiny_dataset) == {"train": 4, "test": 2}
+
+
+def test_same_size_shard_of_another_prepare_is_refused(tmp_path):
+    """Byte-identical images under equally long names: the shards of two shuffle seeds have the same sizes
+    and different contents (other ids in other places)."""
+    from data_test_images import coordinate_image, jpeg_bytes
+
+    from funmatch.data import pipeline, tfrecords
+
+    image = jpeg_bytes(coordinate_image(8, 8))
+    for name in ("a", "b"):
+        (tmp_path / "src" / "train" / name).mkdir(parents=True)
+        for k in range(4):
+            (tmp_path / "src" / "train" / name / f"img_{k}.jpg").write_bytes(image)
+    for seed in (0, 1):
+        _prepare(f"folder:{tmp_path / 'src'}", tmp_path / f"seed{seed}", shuffle_seed=seed, examples_per_shard=4)
+    swapped = tfrecords.shard_paths(tmp_path / "seed0", "train", 2)[1]
+    other = tfrecords.shard_paths(tmp_path / "seed1", "train", 2)[1]
+    assert os.path.getsize(swapped) == os.path.getsize(other) and open(swapped, "rb").read() != open(other, "rb").read()
+    os.replace(other, swapped)
+    with pytest.raises(FunmatchError, match=rf"^{swapped}: not the shard the dataset card was written with"):
+        pipeline.train_dataset(tmp_path / "seed0", "train", 'keep("label")', 2)
+    with pytest.raises(FunmatchError, match=rf"^{swapped}: "):
+        tfrecords.verify_dataset(tmp_path / "seed0")
+
+
+def test_full_verify_rehashes_what_the_probe_does_not_read(tmp_path, monkeypatch):
+    from funmatch.data import tfrecords
+
+    root = make_image_folder(tmp_path / "src", {"train": {"a": 3}}, size=(16, 16))
+    _prepare(f"folder:{root}", tmp_path / "out")
+    shard = tfrecords.shard_paths(tmp_path / "out", "train", 1)[0]
+    data = bytearray(open(shard, "rb").read())
+    data[len(data) // 2] ^= 1  # in the middle of the file, inside an image
+    open(shard, "wb").write(bytes(data))
+    monkeypatch.setattr(tfrecords, "PROBE_BYTES", 64)  # the probe reads the ends only
+    card = tfrecords.load_card(tmp_path / "out")
+    card["splits"]["train"]["shard_probe"] = [tfrecords.probe_digest(shard)]
+    tfrecords.write_card(tmp_path / "out", card)
+    tfrecords.verify_split(tmp_path / "out", "train")  # the cheap start-up check passes
+    with pytest.raises(FunmatchError, match=rf"^{shard}: content differs from the SHA-256 in the dataset card"):
+        tfrecords.verify_dataset(tmp_path / "out")

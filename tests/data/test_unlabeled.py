@@ -85,3 +85,62 @@ def test_unlabelled_images_from_an_evaluation_split_are_refused(small, tmp_path)
         add_unlabeled(small / "data", f"folder:{tmp_path / 'missing'}", tmp_path / "out")
     with pytest.raises(FunmatchError, match="unlabeled_ratio"):
         add_unlabeled(small / "data", f"folder:{leak}", tmp_path / "out", ratio=-1)
+
+
+def _textured_test_image(small):
+    """A test-split image of the fixture with enough contrast for the perceptual hash."""
+    from funmatch.data.unlabeled import FLAT_STD, image_signature
+
+    files = sorted((small / "src" / "test").rglob("*.jpg"))
+    return next(f for f in files if image_signature(f.read_bytes())[1].std() >= 2 * FLAT_STD)
+
+
+def _encoded(image, fmt, **kwargs):
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("copy", ["jpeg_quality_60", "png", "resized_3_2", "resized_1_2"])
+def test_near_duplicates_of_a_test_image_are_refused(small, tmp_path, copy):
+    from PIL import Image
+
+    from funmatch.data.unlabeled import add_unlabeled
+    from funmatch.errors import FunmatchError
+
+    original = _textured_test_image(small)
+    image = Image.open(original).convert("RGB")
+    w, h = image.size
+    data, suffix = {
+        "jpeg_quality_60": (lambda: _encoded(image, "JPEG", quality=60), ".jpg"),
+        "png": (lambda: _encoded(image, "PNG"), ".png"),
+        "resized_3_2": (lambda: _encoded(image.resize((3 * w // 2, 3 * h // 2), Image.Resampling.BICUBIC), "JPEG", quality=90), ".jpg"),
+        "resized_1_2": (lambda: _encoded(image.resize((w // 2, h // 2), Image.Resampling.LANCZOS), "PNG"), ".png"),
+    }[copy]
+    data = data()
+    assert data != original.read_bytes()
+    photos = tmp_path / "photos"
+    shutil.copytree(small / "photos", photos)
+    (photos / f"copy{suffix}").write_bytes(data)
+    with pytest.raises(FunmatchError, match=rf"copy{suffix} is \(nearly\) the same image as "
+                                            rf"test/{original.parent.name}/{original.name} of the 'test' split"):
+        add_unlabeled(small / "data", f"folder:{photos}", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+def test_the_union_streams_through_bucket_files(small, tmp_path, monkeypatch):
+    """Many small buckets (as at scale): every image once, in a seeded order mixed across buckets."""
+    from funmatch.data import prepare
+    from funmatch.data.unlabeled import UNION_SPLIT, add_unlabeled
+
+    monkeypatch.setattr(prepare, "EXAMPLES_PER_BUCKET", 4)
+    add_unlabeled(small / "data", f"folder:{small / 'photos'}", tmp_path / "a", seed=5)
+    add_unlabeled(small / "data", f"folder:{small / 'photos'}", tmp_path / "b", seed=5)
+    records = _records(tmp_path / "a", UNION_SPLIT)
+    assert [r["image"] for r in records] == [r["image"] for r in _records(tmp_path / "b", UNION_SPLIT)]
+    expected = [r["image"] for r in _records(small / "data", "train")]
+    expected += [f.read_bytes() for f in sorted(UNLABELED_IMAGES.iterdir())[:9]]
+    assert sorted(r["image"] for r in records) == sorted(expected)
+    assert not list((tmp_path / "a").glob(".bucket-*"))

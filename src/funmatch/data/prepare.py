@@ -349,8 +349,7 @@ def _write_split(directory, split, source_split, pool, *, shorter_side, jpeg_qua
     card = {
         "num_examples": writer.num_examples,
         "num_shards": num_shards,
-        "shard_lengths": list(writer.shard_lengths),
-        "shard_bytes": list(writer.shard_bytes),
+        **writer.card_fields(),
         "per_class_counts": counts,
         "image_size": {"height": _size_stats(heights), "width": _size_stats(widths),
                        "shorter_side": _size_stats([min(h, w) for h, w in zip(heights, widths)])},

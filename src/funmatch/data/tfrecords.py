@@ -11,14 +11,20 @@ its split; used to key per-example caches such as teacher logits). Example i of 
 shard i // examples_per_shard, so reading the shards in order gives the examples in index order.
 Sizes always come from the card, never from file names.
 
-The card also keeps each shard's record count and byte size (`shard_lengths`, `shard_bytes`). Resume
-positions and epoch figures are computed from the counts, so `read_records` checks them against the
-files once per process (`verify_split`: file sizes, then the record headers, without decoding): a
-truncated, replaced or hand-edited split stops the run with one line naming the shard.
+The card also keeps each shard's record count, byte size and content digests (`shard_lengths`,
+`shard_bytes`, `shard_sha256`: SHA-256 of the whole file, `shard_probe`: SHA-256 of its first and last
+`PROBE_BYTES`), computed as each shard is finished. Resume positions and epoch figures are computed from
+the counts, and stored targets are paired with records by position, so `read_records` checks the files
+against the card once per process (`verify_split`: file sizes, the probe digests, then the record
+headers, without decoding; about 32 KiB and 12 bytes per record read, not the split): a truncated,
+replaced, hand-edited split, or a shard of another `prepare` (another shuffle seed, same size), stops the
+run with one line naming the shard. `verify_split(..., full=True)` (`verify_dataset`) re-hashes every
+byte against `shard_sha256`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -30,6 +36,8 @@ from funmatch.errors import FunmatchError
 CARD_NAME = "dataset.json"
 _REQUIRED_CARD_FIELDS = ("name", "class_names", "num_classes", "splits")
 _REQUIRED_SPLIT_FIELDS = ("num_examples", "num_shards", "per_class_counts")
+# The start-up check hashes this many bytes at each end of a shard (`shard_probe`).
+PROBE_BYTES = 16 << 10
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -84,6 +92,8 @@ class SplitWriter:
         self.num_examples = 0
         self.shard_lengths: list[int] = []  # records per shard, in shard order
         self.shard_bytes: list[int] = []  # file size per shard (after close)
+        self.shard_sha256: list[str] = []  # SHA-256 of each finished shard file
+        self.shard_probe: list[str] = []  # `probe_digest` of each finished shard file
         self._partial_paths: list[pathlib.Path] = []
         self._writer: tf.io.TFRecordWriter | None = None
 
@@ -105,6 +115,9 @@ class SplitWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            # Hashed as soon as it is finished (still in the page cache), never re-read from a cold disk.
+            self.shard_sha256.append(file_sha256(self._partial_paths[-1]))
+            self.shard_probe.append(probe_digest(self._partial_paths[-1]))
 
     def close(self) -> int:
         """Finishes the shards (renames them to their final names); returns the number of shards."""
@@ -116,6 +129,35 @@ class SplitWriter:
             path.rename(final)
             self.shard_bytes.append(final.stat().st_size)
         return num_shards
+
+    def card_fields(self) -> dict:
+        """The per-shard figures of the split's card entry (after `close`)."""
+        return {"shard_lengths": list(self.shard_lengths), "shard_bytes": list(self.shard_bytes),
+                "shard_sha256": list(self.shard_sha256), "shard_probe": list(self.shard_probe)}
+
+
+def file_sha256(path) -> str:
+    """SHA-256 (hex) of a whole file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def probe_digest(path) -> str:
+    """SHA-256 (hex) of a file's size, its first and its last `PROBE_BYTES` (all of it when smaller):
+    a shard of another `prepare` of the same source (other records first and last) differs here."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest.update(os.pread(fd, min(size, PROBE_BYTES), 0))
+        if size > PROBE_BYTES:
+            digest.update(os.pread(fd, min(size - PROBE_BYTES, PROBE_BYTES), max(PROBE_BYTES, size - PROBE_BYTES)))
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
 
 
 def write_card(data_dir, card: dict) -> None:
@@ -175,50 +217,58 @@ def check_splits(card: dict, data_dir, splits) -> None:
 
 
 def count_records(path) -> int:
-    """Records in a TFRecord file, from the length headers alone (no payload is read or decoded).
+    """Records in a TFRecord file, from the 12-byte length headers alone: each header is read with one
+    `pread` and the payload skipped (no buffered read-ahead: 12 bytes per record, not a buffer's worth).
 
     Raises FunmatchError naming the file when it ends inside a record (truncated).
     """
     import struct
 
     count, size = 0, os.path.getsize(path)
-    with open(path, "rb", buffering=1 << 16) as f:
+    unpack, pread = struct.Struct("<Q").unpack_from, os.pread
+    fd = os.open(path, os.O_RDONLY)
+    try:
         position = 0
         while position < size:
-            header = f.read(12)  # uint64 length + uint32 masked CRC of the length
+            header = pread(fd, 12, position)  # uint64 length + uint32 masked CRC of the length
             if len(header) < 12:
                 raise FunmatchError(f"{path}: truncated inside the header of record {count} (re-run `funmatch prepare`)")
-            (length,) = struct.unpack("<Q", header[:8])
-            position += 12 + length + 4
+            position += 12 + unpack(header)[0] + 4
             if position > size:
                 raise FunmatchError(f"{path}: truncated inside record {count} (re-run `funmatch prepare`)")
-            f.seek(position)
             count += 1
+    finally:
+        os.close(fd)
     return count
 
 
 _VERIFIED: set = set()
 
 
-def verify_split(data_dir, split: str, card: dict | None = None) -> None:
-    """Checks the records of `split` against its card: every shard present, of the recorded size and
-    record count, and the counts summing to `num_examples`. Cards written before the per-shard figures
-    were kept are checked by counting records. Done once per process and card/shard state."""
+def verify_split(data_dir, split: str, card: dict | None = None, *, full: bool = False) -> None:
+    """Checks the records of `split` against its card: every shard present, of the recorded size,
+    probe digest and record count, and the counts summing to `num_examples`. Cards written before the
+    per-shard figures were kept are checked by counting records. Done once per process and card/shard
+    state. `full`: also re-hash every shard against `shard_sha256` (reads the whole split)."""
     card = load_card(data_dir) if card is None else card
     info = split_info(data_dir, split, card)
     paths = shard_paths(data_dir, split, info["num_shards"])
     card_path = pathlib.Path(data_dir) / CARD_NAME
     try:
         state = (str(pathlib.Path(data_dir).resolve()), split, card_path.stat().st_mtime_ns,
-                 tuple(os.stat(p).st_size for p in paths))
+                 tuple((s.st_size, s.st_mtime_ns, s.st_ino) for s in map(os.stat, paths)), full)
     except FileNotFoundError as error:
         raise FunmatchError(f"{error.filename}: shard listed in the dataset card is missing") from None
     if state in _VERIFIED:
         return
-    lengths, sizes = info.get("shard_lengths"), info.get("shard_bytes")
     where = f"{card_path} (split {split!r})"
-    if lengths is not None and len(lengths) != len(paths):
-        raise FunmatchError(f"{where}: {len(lengths)} shard_lengths for {len(paths)} shards; re-run `funmatch prepare`")
+    figures = {}
+    for key in ("shard_lengths", "shard_bytes", "shard_probe", "shard_sha256"):
+        if info.get(key) is not None:
+            if len(info[key]) != len(paths):
+                raise FunmatchError(f"{where}: {len(info[key])} {key} for {len(paths)} shards; re-run `funmatch prepare`")
+            figures[key] = info[key]
+    lengths, sizes = figures.get("shard_lengths"), figures.get("shard_bytes")
     if lengths is not None and sum(lengths) != int(info["num_examples"]):
         raise FunmatchError(
             f"{where}: num_examples is {info['num_examples']} but its shards hold {sum(lengths)} records "
@@ -226,7 +276,7 @@ def verify_split(data_dir, split: str, card: dict | None = None) -> None:
         )
     total = 0
     for i, path in enumerate(paths):
-        if sizes is not None and len(sizes) == len(paths) and os.path.getsize(path) != int(sizes[i]):
+        if sizes is not None and os.path.getsize(path) != int(sizes[i]):
             raise FunmatchError(
                 f"{path}: {os.path.getsize(path)} bytes, the dataset card says {sizes[i]} (truncated or replaced); "
                 "re-run `funmatch prepare`"
@@ -234,6 +284,14 @@ def verify_split(data_dir, split: str, card: dict | None = None) -> None:
         count = count_records(path)
         if lengths is not None and count != int(lengths[i]):
             raise FunmatchError(f"{path}: holds {count} records, the dataset card says {lengths[i]}; re-run `funmatch prepare`")
+        if "shard_probe" in figures and probe_digest(path) != figures["shard_probe"][i]:
+            raise FunmatchError(
+                f"{path}: not the shard the dataset card was written with (its content digest differs: "
+                f"another `funmatch prepare`?); use the folder it came from or re-run `funmatch prepare`"
+            )
+        if full and "shard_sha256" in figures and file_sha256(path) != figures["shard_sha256"][i]:
+            raise FunmatchError(f"{path}: content differs from the SHA-256 in the dataset card (damaged or replaced); "
+                                "re-run `funmatch prepare`")
         total += count
     if total != int(info["num_examples"]):
         raise FunmatchError(
@@ -241,6 +299,15 @@ def verify_split(data_dir, split: str, card: dict | None = None) -> None:
             "the card was edited or is damaged: re-run `funmatch prepare`"
         )
     _VERIFIED.add(state)
+
+
+def verify_dataset(data_dir) -> dict[str, int]:
+    """Re-hashes every shard of every split against the card (`verify_split(full=True)`); returns
+    {split: shards checked}. FunmatchError naming the first shard that differs."""
+    card = load_card(data_dir)
+    for split in card["splits"]:
+        verify_split(data_dir, split, card, full=True)
+    return {split: int(info["num_shards"]) for split, info in card["splits"].items()}
 
 
 def read_records(data_dir, split: str) -> tf.data.Dataset:
@@ -265,13 +332,16 @@ __all__ = [
     "SplitWriter",
     "check_splits",
     "count_records",
+    "file_sha256",
     "load_card",
     "parse_example",
+    "probe_digest",
     "read_records",
     "serialize_example",
     "shard_name",
     "shard_paths",
     "split_info",
+    "verify_dataset",
     "verify_split",
     "write_card",
 ]
