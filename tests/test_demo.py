@@ -29,18 +29,19 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    # The run ends with the report's path, a four-line summary and the verdict at equal CPU time.
-    tail = printed.strip().splitlines()[-5:]
+    # The run ends with the report's path, a five-line summary and the verdict at equal CPU time.
+    tail = printed.strip().splitlines()[-6:]
     assert tail[0] == f"report: {summary['report']}"
     assert tail[1].startswith("teacher: test accuracy") and tail[2].startswith("function matching:")
-    assert tail[3].startswith("labels only:")
-    assert tail[4].startswith(("function matching wins by", "labels win by")) and "equal CPU time" in tail[4]
+    assert tail[3].startswith("labels, labelled subset:") and "1,000 labelled" in tail[3]
+    assert tail[4].startswith("labels, every image:") and "4,900" in tail[4]
+    assert tail[5] == demo.verdict(summary, demo.CROSSOVER, demo.MEASURED_BUDGETS) and "equal CPU time" in tail[5]
     # Function matching learnt from the stored targets; their generation counts on its side.
     fm = summary["function_matching"]
     assert fm["targets_cpu_seconds"] > 0 and fm["cpu_seconds"] == pytest.approx(fm["targets_cpu_seconds"] + fm["train_cpu_seconds"])
     assert json.loads((out / "function_matching" / "metrics.json").read_text())["targets"] == "stored"
     assert (out / "report" / "index.html").exists()
-    for run in ("function_matching", "labels"):
+    for run in ("function_matching", "labels_subset", "labels_all"):
         assert (out / run / "student.keras").exists() and (out / run / "evaluation.json").exists()
         assert 0.0 <= summary[run]["accuracy"] <= 1.0 and 0.0 <= summary[run]["agreement"] <= 1.0
     # The shipped teacher is strong; the student is at least 10x cheaper in FLOPs.
@@ -50,7 +51,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert models.contract(student)["resolution"] == demo.DEMO["student_resolution"]
     # Re-running reuses everything that is done; without progress output the summary is still printed.
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-5:] == tail
+    assert capsys.readouterr().out.strip().splitlines()[-6:] == tail
 
 
 def test_steps_sets_the_distillation_length_and_rejects_nonsense():
@@ -64,3 +65,56 @@ def test_steps_sets_the_distillation_length_and_rejects_nonsense():
     assert short.steps == 30 and short.warmup_steps == 3  # a tenth of a short run
     with pytest.raises(FunmatchError, match="--steps"):
         demo.demo_config(False, 0)
+
+
+def test_equal_cpu_plan_fills_the_budget_in_whole_checkpoint_intervals():
+    """The label runs get the function-matching side's CPU seconds: (budget - start-up) / cost per step,
+    rounded down to whole checkpoint intervals, warmup a tenth of a short run, the budget as the hard stop."""
+    plan = demo.equal_cpu_plan(360.0, 0.05, 10.0, checkpoint_every=100, warmup_steps=100)
+    assert plan["total_steps"] == 7000  # (360 - 10) / 0.05 = 7,000
+    assert plan["warmup_steps"] == 100 and plan["eval_every"] == 1100 and plan["max_cpu_seconds"] == 360.0
+    uneven = demo.equal_cpu_plan(360.0, 0.07, 10.0, checkpoint_every=100, warmup_steps=100)
+    assert uneven["total_steps"] == 5000  # exactly 5,000 fit (not 4,999.99… in floating point)
+    rounded = demo.equal_cpu_plan(360.0, 0.06, 10.0, checkpoint_every=100, warmup_steps=100)
+    assert rounded["total_steps"] == 5800  # 5,833 fit: rounded down to whole intervals, never over the budget
+    tiny = demo.equal_cpu_plan(3.0, 0.05, 10.0, checkpoint_every=100, warmup_steps=100)
+    assert tiny["total_steps"] == 100 and tiny["warmup_steps"] == 10  # at least one interval
+    with pytest.raises(demo.FunmatchError, match="cannot size a label run"):
+        demo.equal_cpu_plan(360.0, 0.0, 10.0, checkpoint_every=100, warmup_steps=100)
+
+
+def _summary(fm, everything, subset):
+    return {"function_matching": {"accuracy": fm}, "labels_all": {"accuracy": everything},
+            "labels_subset": {"accuracy": subset}}
+
+
+def test_verdict_says_who_won_and_where_function_matching_overtakes():
+    won = demo.verdict(_summary(0.90, 0.88, 0.85))
+    assert won == ("function matching wins at equal CPU time: 2.0 points ahead of labels on every image, "
+                   "5.0 points ahead of labels on the labelled subset")
+    lost = demo.verdict(_summary(0.86, 0.89, 0.84), crossover=4.0, measured=(1.0, 2.0, 4.0))
+    assert lost.startswith("labels on every image win at equal CPU time, by 3.0 points")
+    assert "function matching overtook it at 4× this budget" in lost and "2.0 points ahead of labels on the labelled" in lost
+    never = demo.verdict(_summary(0.86, 0.89, 0.87), crossover=None, measured=(1.0, 2.0))
+    assert "did not overtake it within the measured budgets (1×, 2× the demo's" in never
+    assert never.endswith("1.0 points behind labels on the labelled subset")
+    assert "no budget where function matching overtakes it has been measured" in demo.verdict(_summary(0.8, 0.9, 0.7))
+
+
+def test_all_labels_folder_puts_every_unlabelled_image_in_its_class(tmp_path):
+    from funmatch.errors import FunmatchError
+
+    mini, unlabeled = demo.asset("eurosat_mini"), demo.asset("eurosat_unlabeled")
+    folder = tmp_path / "all"
+    assert demo.all_labels_folder(mini, unlabeled, folder) == 4900
+    for split in ("validation", "test"):  # judged on the same images as the other students
+        assert sorted(p.name for p in (folder / split).rglob("*.jpg")) == sorted(p.name for p in (mini / split).rglob("*.jpg"))
+    sources = dict(line.split() for line in (unlabeled / "SOURCES.txt").read_text().splitlines())
+    for copied in sorted((folder / "train").glob("*/u_*.jpg"))[::50]:
+        assert sources[copied.name].split("/")[1] == copied.parent.name  # its source's class folder
+        assert copied.read_bytes() == (unlabeled / "images" / copied.name).read_bytes()
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "LABELS.txt").write_text("u_00000.jpg 10\n")
+    with pytest.raises(FunmatchError, match=r"LABELS.txt:1: expected 'NAME CLASS_INDEX' with an index below 10"):
+        demo.all_labels_folder(mini, bad, tmp_path / "other")

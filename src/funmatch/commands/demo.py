@@ -38,6 +38,7 @@ import dataclasses
 import importlib.resources
 import json
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -55,7 +56,11 @@ VIEWS = 16  # stored teacher views per image
 LABELS_LEARNING_RATE = 0.03
 QUICK = dict(batch_size=32, total_steps=20, warmup_steps=2, checkpoint_every=10, eval_every=10, eval_max_examples=100)
 QUICK_VIEWS = 2
-CALIBRATION_STEPS = 30  # label steps whose CPU cost sizes the label run
+CALIBRATION_STEPS = 30  # label steps whose CPU cost sizes the label runs
+# Where function matching overtakes labels on every image, as a multiple of the demo's CPU budget, from
+# `benchmarks/patience.py` (None: not within MEASURED_BUDGETS, the budgets it has measured).
+CROSSOVER: float | None = None
+MEASURED_BUDGETS: tuple[float, ...] = ()
 
 
 def asset(*parts: str) -> pathlib.Path:
@@ -78,16 +83,39 @@ def demo_config(quick: bool, steps: int | None = None):
     return get_config("eurosat:" + ",".join(f"{k}={v}" for k, v in values.items()))
 
 
-def _prepare(out: pathlib.Path, seed: int, progress: bool) -> tuple[pathlib.Path, pathlib.Path]:
-    """(the labelled dataset, the same + the unlabelled images as the split `train_and_unlabeled`)."""
+def _prepare(out: pathlib.Path, seed: int, progress: bool) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """(the labelled dataset, the same + the unlabelled images as the split `train_and_unlabeled`, the same
+    with every image of the distillation labelled in `train`: the all-labels reference's data)."""
     from funmatch.data.prepare import prepare
     from funmatch.data.unlabeled import add_unlabeled
 
-    data_dir, fm_dir = out / "data", out / "data_unlabeled"
+    data_dir, fm_dir, all_dir = out / "data", out / "data_unlabeled", out / "data_all_labels"
     if not (data_dir / "dataset.json").exists():
         prepare(f"folder:{asset('eurosat_mini')}", data_dir, progress=progress, name="eurosat_mini")
     add_unlabeled(data_dir, f"folder:{asset('eurosat_unlabeled', 'images')}", fm_dir, seed=seed)
-    return data_dir, fm_dir
+    if not (all_dir / "dataset.json").exists():
+        folder = out / "all_labels_images"
+        all_labels_folder(asset("eurosat_mini"), asset("eurosat_unlabeled"), folder)
+        prepare(f"folder:{folder}", all_dir, progress=progress, name="eurosat_mini_all_labels", overwrite=True)
+        shutil.rmtree(folder)
+    return data_dir, fm_dir, all_dir
+
+
+def all_labels_folder(mini: pathlib.Path, unlabeled: pathlib.Path, folder: pathlib.Path) -> int:
+    """Writes `folder`: `mini`'s splits, with `unlabeled`'s images added to `train` in the class folder that
+    its LABELS.txt names (what the distillation sees, every image labelled); returns the train images."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(mini, folder)
+    class_dirs = sorted(p.name for p in (mini / "train").iterdir() if p.is_dir())
+    labels_path = unlabeled / "LABELS.txt"
+    for number, line in enumerate(labels_path.read_text().splitlines(), start=1):
+        name, _, index = line.partition(" ")
+        if not index.isdigit() or int(index) >= len(class_dirs):
+            raise FunmatchError(f"{labels_path}:{number}: expected 'NAME CLASS_INDEX' with an index below "
+                                f"{len(class_dirs)}, got {line!r}")
+        shutil.copyfile(unlabeled / "images" / name, folder / "train" / class_dirs[int(index)] / name)
+    return sum(1 for _ in (folder / "train").glob("*/*"))
 
 
 def _teacher(out: pathlib.Path, data_dir: pathlib.Path, args_teacher, train: bool, quick: bool, progress: bool) -> pathlib.Path:
@@ -152,19 +180,28 @@ def _label_config(config):
     return dataclasses.replace(config, train_split="train", learning_rate=LABELS_LEARNING_RATE, max_cpu_seconds=0.0)
 
 
-def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, teacher_path, cpu_seconds: float,
-                   progress: bool, quick: bool = False) -> pathlib.Path:
-    """The same student on labels for `cpu_seconds` of process CPU time: sized from the CPU cost of its own
-    first steps, and stopped by that budget at the latest. With `quick` it trains the distillation's steps."""
+def equal_cpu_plan(cpu_seconds: float, per_step: float, startup: float, *, checkpoint_every: int,
+                   warmup_steps: int) -> dict[str, Any]:
+    """The label run that fills `cpu_seconds` of process CPU time, given its measured CPU cost per step and
+    at start-up: whole checkpoint intervals (at least one), the recipe's warmup (a tenth of a short run), six
+    evaluations, and the budget itself as the run's hard stop."""
+    if per_step <= 0 or cpu_seconds <= 0:
+        raise FunmatchError(f"demo: cannot size a label run from {per_step} CPU s per step for {cpu_seconds} CPU s")
+    every = checkpoint_every
+    fitting = int((cpu_seconds - startup) / per_step + 1e-9)  # 350 / 0.07 is 4999.99… in floating point
+    steps = max(every, fitting // every * every)
+    return {"total_steps": steps, "warmup_steps": min(warmup_steps, max(1, steps // 10)),
+            "eval_every": max(every, steps // 6 // every * every), "max_cpu_seconds": cpu_seconds,
+            "cpu_seconds_per_step": per_step, "startup_cpu_seconds": startup}
+
+
+def _label_speed(out: pathlib.Path, label_config, data_dir: pathlib.Path) -> tuple[float, float]:
+    """(CPU seconds per label step, CPU seconds at start-up): measured once on a short run, kept in `out`."""
+    from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.labels import train_labels
 
-    workdir = out / "labels"
-    label_config = _label_config(config)
-    if quick:
-        train_labels(label_config, data_dir, workdir, teacher_path=teacher_path, progress=progress)
-        return workdir
-    plan_path = out / "labels_plan.json"  # the sizing, kept so that a re-run resumes the same run
-    if not plan_path.exists():
+    path = out / "labels_speed.json"
+    if not path.exists():
         calibration = out / "labels_speed"
         chunk = CALIBRATION_STEPS // 3
         train_labels(dataclasses.replace(label_config, total_steps=CALIBRATION_STEPS, warmup_steps=1, checkpoint_every=chunk,
@@ -172,16 +209,33 @@ def _label_student(out: pathlib.Path, config, data_dir: pathlib.Path, teacher_pa
         first, *_, last = _records(calibration)
         per_step = (last["train_cpu_seconds"] - first["train_cpu_seconds"]) / (last["step"] - first["step"])
         startup = max(0.0, first["train_cpu_seconds"] - per_step * first["step"])
-        every = config.checkpoint_every
-        steps = max(every, int((cpu_seconds - startup) / per_step) // every * every)
-        plan = {"total_steps": steps, "warmup_steps": min(config.warmup_steps, max(1, steps // 10)),
-                "eval_every": max(every, steps // 6 // every * every), "max_cpu_seconds": cpu_seconds,
-                "cpu_seconds_per_step": per_step, "startup_cpu_seconds": startup}
-        from funmatch.training.checkpoints import atomic_write_text
+        atomic_write_text(path, json.dumps({"cpu_seconds_per_step": per_step, "startup_cpu_seconds": startup}))
+    speed = json.loads(path.read_text())
+    return float(speed["cpu_seconds_per_step"]), float(speed["startup_cpu_seconds"])
 
+
+def _label_student(out: pathlib.Path, name: str, config, data_dir: pathlib.Path, teacher_path, cpu_seconds: float,
+                   progress: bool, quick: bool = False) -> pathlib.Path:
+    """The same student on the labels of `data_dir` for `cpu_seconds` of process CPU time, in `out/name`:
+    sized from the CPU cost of the first steps of a label run (the same student, batch and input for either
+    reference: measured once), and stopped by that budget at the latest. With `quick` it trains the
+    distillation's steps."""
+    from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.training.labels import train_labels
+
+    workdir = out / name
+    label_config = _label_config(config)
+    if quick:
+        train_labels(label_config, data_dir, workdir, teacher_path=teacher_path, progress=progress)
+        return workdir
+    plan_path = out / f"{name}_plan.json"  # the sizing, kept so that a re-run resumes the same run
+    if not plan_path.exists():
+        per_step, startup = _label_speed(out, label_config, data_dir)
+        plan = equal_cpu_plan(cpu_seconds, per_step, startup, checkpoint_every=config.checkpoint_every,
+                              warmup_steps=config.warmup_steps)
         atomic_write_text(plan_path, json.dumps(plan, indent=2))
         if progress:
-            print(f"funmatch demo: a label step costs {per_step:.3f} CPU s: {steps} steps fill the "
+            print(f"funmatch demo: a label step costs {per_step:.3f} CPU s: {plan['total_steps']} steps fill the "
                   f"{cpu_seconds / 60:.1f} CPU minutes of the function-matching side")
     plan = json.loads(plan_path.read_text())
     label_config = dataclasses.replace(label_config, **{k: plan[k] for k in ("total_steps", "warmup_steps", "eval_every",
@@ -204,10 +258,15 @@ def _claim_out(out: pathlib.Path, teacher: str | None) -> None:
 
 
 def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = None, train_teacher: bool = False,
-             progress: bool = True, steps: int | None = None, views: int | None = None) -> dict[str, Any]:
+             progress: bool = True, steps: int | None = None, views: int | None = None, seed: int = 0,
+             store: str | None = None) -> dict[str, Any]:
     """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`).
 
-    The summary is printed at the end (with `progress=False` too: it is the command's result)."""
+    `seed` seeds the three students' training (initialisation, order, augmentation); the prepared data and
+    the stored targets do not depend on it. `store` (default: `out_dir`) is where the prepared data, the
+    stored targets and the label step's measured cost live: runs that share it share them (the targets'
+    generation still counts on each function-matching side). The summary is printed at the end (with
+    `progress=False` too: it is the command's result)."""
     from funmatch.evaluation import evaluate_models
     from funmatch.reporting import write_report
     from funmatch.training.checkpoints import atomic_write_text
@@ -216,29 +275,41 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     started = time.time()
     out = pathlib.Path(out_dir)
     _claim_out(out, teacher)
+    shared = pathlib.Path(store) if store else out
+    shared.mkdir(parents=True, exist_ok=True)
     config = demo_config(quick, steps)
+    data_seed = config.seed
+    config = dataclasses.replace(config, seed=seed)
     views = views or (QUICK_VIEWS if quick else VIEWS)
     if views < 1:
         raise FunmatchError(f"--views: need at least one stored view per image, got {views}")
     say = print if progress else (lambda *a, **k: None)
-    say(f"funmatch demo: 1/6 prepare the embedded EuroSAT images -> {out / 'data'} (+ unlabelled: {out / 'data_unlabeled'})")
-    data_dir, fm_dir = _prepare(out, config.seed, progress)
-    teacher_path = _teacher(out, data_dir, teacher, train_teacher, quick, progress)
+    say(f"funmatch demo: 1/6 prepare the embedded EuroSAT images -> {shared / 'data'} (+ unlabelled: "
+        f"{shared / 'data_unlabeled'}; all labelled: {shared / 'data_all_labels'})")
+    data_dir, fm_dir, all_dir = _prepare(shared, data_seed, progress)
+    teacher_path = _teacher(shared, data_dir, teacher, train_teacher, quick, progress)
     config = dataclasses.replace(config, teacher_resolution=_resolution(teacher_path))
     say(f"funmatch demo: 2/6 the teacher's targets on {views} views of every image, once ({teacher_path.name} "
         f"@ {config.teacher_resolution} px)")
-    targets_dir, targets_cpu, targets_wall = _targets(out, config, teacher_path, fm_dir, views, progress)
+    # The store's views are drawn from the data seed: one store serves every training seed.
+    targets_dir, targets_cpu, targets_wall = _targets(shared, dataclasses.replace(config, seed=data_seed), teacher_path,
+                                                      fm_dir, views, progress)
     say(f"funmatch demo: 3/6 distill {config.student} @ {config.student_resolution} px with function matching from the "
         f"stored targets ({config.steps} steps)")
     distill_dir = out / "function_matching"
     distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
     fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
     _record_targets_cost(distill_dir, targets_cpu, targets_wall)
-    say(f"funmatch demo: 4/6 the same student on the 1,000 labels, for the same CPU time ({fm_cpu / 60:.1f} min)")
-    label_dir = _label_student(out, config, data_dir, teacher_path, fm_cpu, progress, quick=quick)
-    say("funmatch demo: 5/6 evaluate both students against the teacher")
+    label_runs = {"labels_subset": data_dir, "labels_all": all_dir}
+    counts = {name: _train_size(data) for name, data in label_runs.items()}
+    say(f"funmatch demo: 4/6 the same student on labels, for the same CPU time ({fm_cpu / 60:.1f} min) each: on the "
+        f"{counts['labels_subset']:,} labelled images, and on all {counts['labels_all']:,} images with their labels")
+    workdirs = {"function_matching": distill_dir}
+    for name, data in label_runs.items():
+        workdirs[name] = _label_student(out, name, config, data, teacher_path, fm_cpu, progress, quick=quick)
+    say("funmatch demo: 5/6 evaluate the three students against the teacher")
     evaluations = {}
-    for name, workdir in (("function_matching", distill_dir), ("labels", label_dir)):
+    for name, workdir in workdirs.items():
         path = workdir / "evaluation.json"
         if not path.exists():
             result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=data_dir, split="test",
@@ -246,27 +317,33 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
             atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
         evaluations[name] = json.loads(path.read_text())
     say("funmatch demo: 6/6 write the report")
-    index = write_report([distill_dir, label_dir], out / "report",
-                         title="funmatch demo: EuroSAT, 1,000 labels + 4,000 unlabelled images — function matching vs labels")
+    unlabeled = counts["labels_all"] - counts["labels_subset"]
+    index = write_report(list(workdirs.values()), out / "report",
+                         title=f"funmatch demo: EuroSAT, {counts['labels_subset']:,} labels + {unlabeled:,} unlabelled "
+                               "images — function matching vs labels on the subset vs labels on every image")
 
-    fm, lab = evaluations["function_matching"], evaluations["labels"]
-    fm_last, lab_last = _records(distill_dir)[-1], _records(label_dir)[-1]
-
-    def side(evaluation, last, extra_cpu=0.0, extra_wall=0.0):
+    def side(name, extra_cpu=0.0, extra_wall=0.0):
+        evaluation, last = evaluations[name], _records(workdirs[name])[-1]
         return {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"],
                 "kl": evaluation["fidelity"]["kl_mean"], "steps": last["step"],
                 "train_cpu_seconds": float(last["train_cpu_seconds"]), "train_seconds": float(last["train_seconds"]),
                 "cpu_seconds": extra_cpu + float(last["train_cpu_seconds"]),
                 "seconds": extra_wall + float(last["train_seconds"]), "images_per_sec": last.get("images_per_sec")}
 
+    fm = evaluations["function_matching"]
     summary = {
         "teacher": {"path": str(teacher_path), "accuracy": fm["teacher"]["accuracy_top1"],
                     "params": fm["teacher"]["params"], "flops_per_image": fm["teacher"]["flops_per_image"]},
-        "function_matching": {**side(fm, fm_last, targets_cpu, targets_wall), "params": fm["student"]["params"],
+        "function_matching": {**side("function_matching", targets_cpu, targets_wall), "params": fm["student"]["params"],
                               "targets_cpu_seconds": targets_cpu, "targets_seconds": targets_wall, "views": views,
-                              "images": "1,000 labelled + 4,000 unlabelled (labels unused)"},
-        "labels": {**side(lab, lab_last), "learning_rate": LABELS_LEARNING_RATE, "images": "1,000 labelled"},
+                              "images": f"{counts['labels_subset']:,} labelled + {unlabeled:,} unlabelled (labels unused)"},
+        "labels_subset": {**side("labels_subset"), "learning_rate": LABELS_LEARNING_RATE,
+                          "images": f"{counts['labels_subset']:,} labelled"},
+        "labels_all": {**side("labels_all"), "learning_rate": LABELS_LEARNING_RATE,
+                       "images": f"{counts['labels_all']:,}, every image of the distillation, labelled"},
         "flops_ratio": fm["ratios"]["flops_per_image"],
+        "budget": config.steps / DEMO["total_steps"],
+        "seed": seed,
         "report": str(index),
         "wall_seconds": time.time() - started,
         "quick": quick,
@@ -276,19 +353,48 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     return summary
 
 
+def _train_size(data_dir: pathlib.Path) -> int:
+    card = json.loads((data_dir / "dataset.json").read_text())
+    return int(card["splits"]["train"]["num_examples"])
+
+
+def verdict(summary: dict[str, Any], crossover: float | None = None, measured: tuple[float, ...] = ()) -> str:
+    """The summary's last line: who won at equal CPU time, against the all-labels reference first; when it
+    won, the budget (× the demo's) at which `benchmarks/patience.py` measured function matching overtaking
+    it, or the budgets over which it did not."""
+    fm, everything, subset = (summary[k]["accuracy"] for k in ("function_matching", "labels_all", "labels_subset"))
+    over_all, over_subset = 100 * (fm - everything), 100 * (fm - subset)
+    versus_subset = (f"{over_subset:.1f} points ahead of" if over_subset > 0 else f"{-over_subset:.1f} points behind")
+    if over_all > 0:
+        return (f"function matching wins at equal CPU time: {over_all:.1f} points ahead of labels on every image, "
+                f"{versus_subset} labels on the labelled subset")
+    if crossover is not None:
+        later = f"function matching overtook it at {crossover:g}× this budget (benchmarks/patience.py)"
+    elif measured:
+        later = (f"function matching did not overtake it within the measured budgets "
+                 f"({', '.join(f'{m:g}×' for m in measured)} the demo's; benchmarks/patience.py)")
+    else:
+        later = "no budget where function matching overtakes it has been measured (benchmarks/patience.py)"
+    return (f"labels on every image win at equal CPU time, by {-over_all:.1f} points ({later}); function matching "
+            f"is {versus_subset} labels on the labelled subset")
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    teacher, fm, lab = summary["teacher"], summary["function_matching"], summary["labels"]
-    gap = 100 * (fm["accuracy"] - lab["accuracy"])
-    verdict = (f"function matching wins by {gap:.1f} points at equal CPU time" if gap > 0 else
-               f"labels win by {-gap:.1f} points at equal CPU time")
+    teacher, fm = summary["teacher"], summary["function_matching"]
+    subset, everything = summary["labels_subset"], summary["labels_all"]
+
+    def line(title, side, what):
+        return (f"{title} test accuracy {100 * side['accuracy']:.1f} %, agreement with the teacher "
+                f"{100 * side['agreement']:.1f} % ({side['cpu_seconds'] / 60:.1f} CPU min{what})")
+
     return "\n".join([
         f"report: {summary['report']}",
         f"teacher: test accuracy {100 * teacher['accuracy']:.1f} %; the students use {summary['flops_ratio']:.1f}× fewer FLOPs per image",
-        f"function matching: test accuracy {100 * fm['accuracy']:.1f} %, agreement with the teacher {100 * fm['agreement']:.1f} % "
-        f"({fm['cpu_seconds'] / 60:.1f} CPU min: {fm['targets_cpu_seconds'] / 60:.1f} targets + {fm['train_cpu_seconds'] / 60:.1f} training)",
-        f"labels only:       test accuracy {100 * lab['accuracy']:.1f} %, agreement with the teacher {100 * lab['agreement']:.1f} % "
-        f"({lab['cpu_seconds'] / 60:.1f} CPU min of training)",
-        verdict,
+        line("function matching:      ", fm, f": {fm['targets_cpu_seconds'] / 60:.1f} targets + "
+                                              f"{fm['train_cpu_seconds'] / 60:.1f} training; {fm['images']}"),
+        line("labels, labelled subset:", subset, f" of training; {subset['images']}"),
+        line("labels, every image:    ", everything, f" of training; {everything['images']}"),
+        verdict(summary, CROSSOVER, MEASURED_BUDGETS),
     ])
 
 
@@ -303,10 +409,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=int, default=None,
                         help=f"stored teacher views per image (default {VIEWS}); their generation counts as "
                              "function-matching time")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the students' training (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output; the summary is still printed")
 
 
 def main(args: argparse.Namespace) -> int:
     run_demo(args.out, quick=args.quick, teacher=args.teacher, train_teacher=args.train_teacher, progress=not args.no_progress,
-             steps=args.steps, views=args.views)
+             steps=args.steps, views=args.views, seed=args.seed)
     return 0
