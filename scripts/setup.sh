@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create ./.venv and install funmatch (editable) with the pinned versions of constraints.txt.
 #   bash scripts/setup.sh          runtime dependencies, with the CPU builds of JAX and TensorFlow (the
-#                                  `cpu` extra: this script is for plain machines, not accelerator images)
+#                                  `cpu` extra: this script is for plain machines, not accelerator images),
+#                                  and keras-hub's image models (the `hub` extra + keras-hub without its
+#                                  dependencies, see below)
 #   bash scripts/setup.sh --test   plus the test extras (pytest; torch/timm for the checkpoint cross-check;
 #                                  tf2onnx/onnxruntime for ONNX export)
 # Idempotent: a second run only installs what is missing.
@@ -13,9 +15,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip install -q -c constraints.txt)
 .venv/bin/python -m pip install -q --upgrade pip
-extras="cpu"
-if [ "${1:-}" = "--test" ]; then extras="cpu,test,export"; fi
+extras="cpu,hub"
+if [ "${1:-}" = "--test" ]; then extras="cpu,hub,test,export"; fi
 "${pip[@]}" -e ".[${extras}]"
+# keras-hub requires tensorflow-text, which requires the full `tensorflow`: a second TensorFlow over
+# `tensorflow-cpu`'s package folder. Only its text models use tensorflow-text, so keras-hub goes in without
+# its dependencies; the `hub` extra above brings the ones its image models import (its pin of kagglesdk
+# is older than kagglehub's own, which wins). pip's notes about the two are expected.
+"${pip[@]}" --no-deps keras-hub 2>&1 | { grep -v -E "dependency resolver does not currently|requires (tensorflow-text|kagglesdk)|^keras-hub .* requires" || true; }
+.venv/bin/python -c "import keras_hub" \
+  || { echo "setup: keras-hub does not import in .venv" >&2; exit 1; }
 
 if [ "${1:-}" = "--test" ]; then
   # The `crosscheck` extra (torch, torchvision, timm) runs timm on the CPU. torch's Linux wheel does not
@@ -38,7 +47,7 @@ for requirement in map(Requirement, importlib.metadata.requires(dist) or []):
 ' "$1" "$2"
   }
   # Each pip call notes what it did not install; the second installs all of it but those two.
-  quiet() { "$@" 2>&1 | { grep -v -E "dependency resolver does not currently|requires .*, which is not installed" || true; }; }
+  quiet() { "$@" 2>&1 | { grep -v -E "dependency resolver does not currently|requires .*, which is not installed|^keras-hub .* requires" || true; }; }
   mapfile -t crosscheck < <(requirements funmatch crosscheck)
   quiet "${pip[@]}" --no-deps "${crosscheck[@]}"
   mapfile -t dependencies < <(for dist in torch torchvision timm; do requirements "$dist" ""; done \
