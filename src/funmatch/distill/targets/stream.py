@@ -1,0 +1,190 @@
+"""The training stream: stored targets paired with the views regenerated at the student's resolution,
+deterministic and resumable at any step. See `funmatch.distill.targets`."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from funmatch.distill.targets.store import _npy_header_bytes, _tf_topk_to_log_probs, load_card, row_dtype, unit_path
+from funmatch.distill.targets.views import (
+    ViewMaker,
+    _log_plan,
+    _one_pass,
+    _parse,
+    _pick,
+    _records_from,
+    view_cache_plan,
+)
+from funmatch.errors import FunmatchError
+
+_STUDENT_SALT = 0x5EED5
+_ORDER_SALT = 0x0DE5
+# Mixes the run seed with the epoch for the per-epoch shuffle seed (as the plain pipeline does).
+_EPOCH_SEED_MULTIPLIER = 1_000_003
+
+
+def view_of_epoch(seed: int, num_views: int, epoch):
+    """The view read in pass `epoch`: σ_c(epoch mod K), σ_c a seeded permutation per cycle c = epoch // K."""
+    import tensorflow as tf
+
+    epoch = tf.cast(epoch, tf.int64)
+    cycle, within = epoch // num_views, epoch % num_views
+    seed_pair = tf.random.experimental.stateless_fold_in(tf.constant([int(seed), _ORDER_SALT], tf.int64), cycle)
+    order = tf.argsort(tf.random.stateless_uniform([num_views], seed=seed_pair), stable=True)
+    return tf.cast(tf.gather(order, within), tf.int64)
+
+
+def train_dataset(
+    targets_dir,
+    data_dir,
+    batch_size: int,
+    *,
+    resolution: int,
+    seed: int = 0,
+    start_step: int = 0,
+    shuffle_buffer: int | None = None,
+    student_spec: str | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    card: dict | None = None,
+    view_cache_max_bytes: int | None = None,
+):
+    """An infinite, deterministic stream of training batches paired with stored targets.
+
+    Args:
+      targets_dir: a complete store (`generate`).
+      data_dir: the prepared data it was computed on (checked by the caller with `check_card`).
+      batch_size: examples per batch on this process.
+      resolution: the student's resolution; the views are regenerated at it (function_matching,
+        consistent).
+      seed: the run seed: order of the views over passes and the shuffle (the views themselves are the
+        store's).
+      start_step: first batch; batches equal those of a run from 0 at the same step.
+      shuffle_buffer: default: the whole (per-process) split, capped at 50,000 pairs.
+      student_spec: fixed_teacher only: the student's own augmentation (a full pp spec), drawn afresh
+        at every pass.
+      process_index, process_count: this host's share (examples at positions i % count == index).
+      view_cache_max_bytes: the view cache's cap (default 1 GiB; 0: off): see `view_cache_plan`; its
+        decision is logged ("funmatch.targets"). The batches are the same bits either way.
+
+    Returns:
+      tf.data.Dataset of dicts: "image" float32 [B, R, R, 3], "teacher_logits" float32 [B, C]
+      (log-probabilities), "label" int64 [B], "index" int64 [B], "view" int64 [B].
+    """
+    import tensorflow as tf
+
+    from funmatch.data import ops, pipeline
+
+    card = load_card(targets_dir) if card is None else card
+    if not card.get("complete"):
+        raise FunmatchError(f"--targets {targets_dir}: generation is not complete")
+    if batch_size < 1 or start_step < 0:
+        raise FunmatchError(f"batch_size must be >= 1 and start_step >= 0, got {batch_size}, {start_step}")
+    if card["mode"] == "fixed_teacher" and not student_spec:
+        raise FunmatchError("fixed_teacher targets need the student's own augmentation (student_spec)")
+    process_index, process_count = pipeline._process_defaults(process_index, process_count)  # noqa: SLF001
+    layout = card["data"]
+    total = int(layout["num_examples"])
+    paths = [str(pathlib.Path(data_dir) / p) for p in layout["files"]]
+    starts = [int(s) for s in layout["file_starts"]]
+    local_count = pipeline._examples_in_process(total, process_index, process_count)  # noqa: SLF001
+    if local_count == 0:
+        raise FunmatchError(f"{data_dir}: no training examples for process {process_index} of {process_count}")
+    buffer = shuffle_buffer or min(local_count, pipeline.MAX_DEFAULT_SHUFFLE_BUFFER)
+    num_views, num_classes = int(card["views"]), int(card["num_classes"])
+    row = row_dtype(card["storage"], num_classes, card["top_k"] or 0)
+    unit_files = [[str(unit_path(targets_dir, card, v, f)) for f in range(len(paths))] for v in range(num_views)]
+    headers = [[_npy_header_bytes(p) for p in files] for files in unit_files]
+    for v, files in enumerate(unit_files):
+        for f, path in enumerate(files):
+            expected = headers[v][f] + row.itemsize * layout["file_sizes"][f]
+            if os.path.getsize(path) != expected:
+                raise FunmatchError(f"{path}: {os.path.getsize(path)} bytes, expected {expected} (a damaged store)")
+    unit_files_t, headers_t = tf.constant(unit_files), tf.constant(headers, tf.int64)
+    shifts_t = tf.constant(card["partner_shifts"], tf.int64)
+    maker = ViewMaker(card, resolution)
+    fixed = card["mode"] == "fixed_teacher"
+    if fixed:
+        student_preprocess = ops.get_preprocess_fn(student_spec)
+    seed_t = tf.constant(int(seed), tf.int64)
+
+    def targets_of_view(view):
+        files = tf.data.Dataset.from_tensor_slices((unit_files_t[view], headers_t[view]))
+        return files.flat_map(lambda path, header: tf.data.FixedLengthRecordDataset(path, row.itemsize, header))
+
+    def one_epoch(epoch):
+        view = view_of_epoch(seed, num_views, epoch)
+        own = tf.data.TFRecordDataset(paths, buffer_size=8 << 20)
+        if maker.needs_partner():
+            partners = _records_from(paths, starts, total, tf.gather(shifts_t, view), total)
+        else:
+            partners = tf.data.Dataset.from_tensors(tf.constant(b"", tf.string)).repeat(total)
+        indices = tf.data.Dataset.range(total)
+        zipped = tf.data.Dataset.zip(own, partners, targets_of_view(view), indices)
+        zipped = zipped.shard(process_count, process_index)
+        zipped = zipped.map(lambda a, b, t, i: (a, b, t, i, view, epoch))
+        return zipped.shuffle(buffer, seed=seed_t * _EPOCH_SEED_MULTIPLIER + epoch, reshuffle_each_iteration=False)
+
+    def make(record, partner, target_row, index, view, epoch):
+        record = _parse(record)
+        if fixed:  # the student's own augmentation, new at every pass
+            rng = tf.random.experimental.stateless_fold_in(
+                tf.random.experimental.stateless_fold_in(tf.stack([seed_t, _STUDENT_SALT]), epoch), index)
+            image = tf.cast(student_preprocess({**record, ops.RNG_KEY: rng})["image"], tf.float32)
+        else:
+            partner_index = (index + tf.gather(shifts_t, view)) % total
+            partner_record = _parse(partner) if maker.needs_partner() else record
+            image = maker.mixed(record, partner_record, index, partner_index, view)
+        return {"image": image, "target_row": target_row, "label": record["label"], "index": index, "view": view}
+
+    def decode_targets(batch):
+        rows = batch.pop("target_row")
+        if card["storage"] == "full":
+            logits = tf.reshape(tf.cast(tf.io.decode_raw(rows, tf.float16), tf.float32), [-1, num_classes])
+        else:
+            k = int(card["top_k"])
+            index_part = tf.reshape(tf.io.decode_raw(tf.strings.substr(rows, 0, 2 * k), tf.uint16), [-1, k])
+            value_part = tf.reshape(tf.io.decode_raw(tf.strings.substr(rows, 2 * k, 2 * k), tf.float16), [-1, k])
+            logits = _tf_topk_to_log_probs(tf.cast(index_part, tf.int32), tf.cast(value_part, tf.float32), num_classes)
+        return {**batch, "teacher_logits": logits}
+
+    start_position = start_step * batch_size
+    start_epoch, start_offset = divmod(start_position, local_count)
+    plan = None if fixed else view_cache_plan(card, resolution, process_count=process_count,
+                                              max_bytes=view_cache_max_bytes)
+    if plan is not None:
+        _log_plan(plan)
+    if plan is not None and plan["use"]:
+        # One pass's views made once, in record order, the next pass made while this one is read; then
+        # the same (target row, index) pairs as below, in the same shuffled order, pick own and partner.
+        # The pass also reads its view's target rows ([N] strings), in the background like its views.
+        def pass_of_epoch(epoch):
+            view = view_of_epoch(seed, num_views, epoch)
+            made = tf.data.Dataset.zip(_one_pass(maker, paths, total, view), targets_of_view(view).batch(total))
+            return made.map(lambda pass_views, rows: (epoch, view, *pass_views, rows))
+
+        def examples_of_pass(epoch, view, images, coefficients, labels, rows):
+            shift = tf.gather(shifts_t, view)
+            indices = tf.data.Dataset.range(total).shard(process_count, process_index)
+            indices = indices.shuffle(buffer, seed=seed_t * _EPOCH_SEED_MULTIPLIER + epoch, reshuffle_each_iteration=False)
+            return indices.map(lambda index: {
+                **_pick(images, coefficients, labels, index, view, shift, total), "target_row": tf.gather(rows, index)})
+
+        def mix(batch):
+            image = maker.mixed_batch(batch.pop("own"), batch.pop("partner"), batch.pop("coefficient"))
+            return decode_targets({**batch, "image": image})
+
+        with pipeline._without_global_seed():  # noqa: SLF001
+            passes = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(pass_of_epoch).prefetch(1)
+            stream = passes.flat_map(examples_of_pass)
+        stream = stream.skip(start_offset).batch(batch_size, drop_remainder=True)
+        stream = stream.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return stream.prefetch(tf.data.AUTOTUNE).with_options(pipeline._options())  # noqa: SLF001
+    with pipeline._without_global_seed():  # noqa: SLF001 (the stream must not depend on TF's global seed)
+        stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)
+    stream = stream.skip(start_offset)  # undecoded pairs: cheap
+    stream = stream.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    stream = stream.batch(batch_size, drop_remainder=True)
+    stream = stream.map(decode_targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return stream.prefetch(tf.data.AUTOTUNE).with_options(pipeline._options())  # noqa: SLF001
