@@ -171,3 +171,4 @@ def test_export_never_deletes_the_current_folder_or_its_model(user_folder):
     _one_line_error(_cli("export", "student.keras", "--format", "keras", "--out", "student.keras", "--overwrite",
                          cwd=user_folder), "is the input MODEL")
     assert _tree(user_folder) == before
+

@@ -47,3 +47,20 @@ def test_files_that_are_not_tfrecords_are_named_as_the_source(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "a.conf is not a TFRecord file" in error[0] and "cannot write" not in error[0], error
     assert not (tmp_path / "out").exists()
+
+
+def test_unlabeled_union_never_replaces_someone_elses_folder(tmp_path):
+    from funmatch import outputs
+    from funmatch.data.unlabeled import add_unlabeled
+
+    root = make_image_folder(tmp_path / "src", {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}, size=(8, 8))
+    extra = make_image_folder(tmp_path / "extra", {"": {"u": 2}}, size=(8, 8))
+    prepare(f"folder:{root}", tmp_path / "data", progress=False)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("mine")
+    with pytest.raises(FunmatchError, match="holds no dataset card"):
+        add_unlabeled(tmp_path / "data", f"folder:{extra}", theirs)
+    assert [p.name for p in theirs.iterdir()] == ["keep.txt"]
+    card = add_unlabeled(tmp_path / "data", f"folder:{extra}", tmp_path / "union")
+    assert outputs.is_funmatch_folder(tmp_path / "union") and card["unlabeled"]["images"] == 2

@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from funmatch import outputs
 from funmatch.errors import FunmatchError
 
 UNION_SPLIT = "train_and_unlabeled"
@@ -220,6 +221,9 @@ def add_unlabeled(data_dir, source: str, out_dir, *, ratio: float = 0.0, seed: i
         if (existing.get("unlabeled") or {}).get("identity") == identity:
             return existing
         raise FunmatchError(f"{out_dir}: holds another dataset; choose a new folder or remove it")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FunmatchError(f"{out_dir}: exists and holds no dataset card (files funmatch did not write?); "
+                            "name a new folder for the images with and without labels")
 
     train_info = card["splits"]["train"]
     tfrecords.verify_split(data_dir, "train", card)
@@ -279,10 +283,9 @@ def add_unlabeled(data_dir, source: str, out_dir, *, ratio: float = 0.0, seed: i
         new_card["unlabeled"] = {"split": UNION_SPLIT, "source": what, "images": images,
                                  "labelled": labelled, "ratio": ratio, "identity": identity}
         tfrecords.write_card(temporary, new_card)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
+        outputs.write_marker(temporary, "unlabeled")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        temporary.rename(out_dir)
+        outputs.swap_in(temporary, out_dir)  # an empty folder there is replaced; nothing else reaches here
     except BaseException:
         if buckets is not None:
             buckets.remove()
