@@ -706,7 +706,7 @@ def case_prepare_link_out_of_source(env: Env):
 
 
 def case_prepare_val_fraction_too_large(env: Env):
-    source = env.images(env.root / "src_flat_val", {"": dict.fromkeys(CLASSES, 3)})
+    source = env.images(env.root / "src_split_val", {"train": dict.fromkeys(CLASSES, 3)})
     args, result = _prepare(env, source, "out_val99", "--val-fraction", "0.99")
     outcome, detail = expect_error(result, r"too few images.*--val-fraction 0\.99")
     named = detail.split(": ")[-2].split()[-1] if ": " in detail else ""
