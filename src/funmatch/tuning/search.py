@@ -28,7 +28,7 @@ temperature {1, 2, 5, 10}, mixup p {0, 0.1, 0.5, 1} (only for function matching)
 recipe's epochs (or steps). `--space` replaces axes, `--axes` picks which ones are searched. The syntax
 is in `funmatch.tuning.space`; the chief/worker protocol (leases, retries) in `funmatch.tuning.distributed`;
 who may call the chief (token, address, TLS) in `funmatch.tuning.auth`; the folder layout and the disk bound
-in `funmatch.tuning.tuner`.
+in `funmatch.tuning.tuner`; what `--targets` must match in `funmatch.tuning.stored`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import socket
 from typing import Any
 
 from funmatch.errors import FunmatchError
-from funmatch.tuning import auth, distributed
+from funmatch.tuning import auth, distributed, stored
 from funmatch.tuning.space import parse_space, resolve_axes
 
 # Settings that define a search: a re-run with other values is an error (it would mix two searches).
@@ -173,9 +173,7 @@ def tune(
         if targets_dir is not None:  # stored teacher targets: the trials whose views they hold read them
             if target != "student":
                 raise FunmatchError("--targets: stored teacher targets serve distillation (--target student)")
-            from funmatch.distill.targets import load_card as load_targets_card
-
-            load_targets_card(targets_dir)
+            stored.check_store(targets_dir, base_config, axes_map, teacher_path=teacher_path, data_dir=data_dir)
     token = None
     if role == "worker":
         distributed.wait_for_chief(chief, connect_timeout_s, tls_ca=tls_ca)

@@ -57,15 +57,16 @@ def trial_metrics(result: dict[str, Any], config: Config) -> dict[str, float]:
 
 
 def distill_run_fn(data_dir, teacher_path, targets_dir=None) -> RunFn:
-    """A trial distils; with `targets_dir`, every trial whose views the store holds (mode, pp spec, mixup p)
-    reads the stored targets (no teacher in its step), the others run online."""
+    """A trial distils; with `targets_dir`, every trial the store serves (`funmatch.tuning.stored`: its views,
+    teacher resolution and temperature) reads the stored targets (no teacher in its step), the others run
+    online, each saying why in one line."""
 
     def run(config: Config, workdir: pathlib.Path) -> dict:
-        from funmatch.training import targets as stored_targets
         from funmatch.training.distill import distill
+        from funmatch.tuning.stored import stored_or_online
 
-        stored = targets_dir if targets_dir is not None and stored_targets.fits(targets_dir, config) else None
-        return trial_metrics(distill(config, data_dir, teacher_path, workdir, targets=stored, progress=False), config)
+        targets = stored_or_online(targets_dir, config, workdir.name)
+        return trial_metrics(distill(config, data_dir, teacher_path, workdir, targets=targets, progress=False), config)
 
     return run
 
