@@ -241,7 +241,7 @@ def test_a_worker_refuses_a_trial_id_that_leaves_its_folder(tmp_path, monkeypatc
                               search_dir=search_dir, run_fn=lambda config, workdir: ran.append(workdir) or {},
                               role="worker", address=address, tuner_id="w1", token=TOKEN, rpc_timeout_s=TIMEOUT_S,
                               verbose=False)
-        with pytest.raises(FunmatchError, match=r"CreateTrial answered with trial id '\.\./\.\./x' is not a trial id"):
+        with pytest.raises(FunmatchError, match=r"CreateTrial answered with trial id '\.\./\.\./x': not a trial id"):
             tuner.search()
         with pytest.raises(FunmatchError, match="not a trial id"):
             tuner.oracle.get_best_trials(1)

@@ -53,7 +53,7 @@ TUNER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def check_trial_id(trial_id, where: str) -> str:
     """`trial_id` when it matches `TRIAL_ID`; else a FunmatchError starting with `where`."""
     if not isinstance(trial_id, str) or not TRIAL_ID.fullmatch(trial_id):
-        raise FunmatchError(f"{where} {trial_id!r} is not a trial id (letters, digits, '-', '_'; refused)")
+        raise FunmatchError(f"{where} {trial_id!r}: not a trial id (letters, digits, '-', '_'); refused")
     return trial_id
 
 
