@@ -61,22 +61,21 @@ def check_store(targets_dir, config: Config, axes: dict | None = None, *, teache
     if problems:
         raise FunmatchError(f"{where}: does not fit this search: " + "; ".join(problems))
     if card.get("storage") == "top_k":
-        temperatures = _axis_values(axes, "temperature", config.temperature)
-        other = [t for t in temperatures if float(t) != stored_temperature(card)]
+        other = _other_temperatures(axes, config.temperature, stored_temperature(card))
         if other:
             print(f"funmatch tune: {where} holds the top-{card.get('top_k')} of {card['num_classes']} classes, exact "
-                  f"only at T={stored_temperature(card):g}: trials at T={','.join(f'{float(t):g}' for t in other)} "
-                  "run online (the teacher in every step)", flush=True)
+                  f"only at T={stored_temperature(card):g}: trials at T={other} run online (the teacher in every step)",
+                  flush=True)
     return card
 
 
-def _axis_values(axes: dict | None, name: str, default) -> list:
-    axis = (axes or {}).get(name)
-    if axis is None:
-        return [default]
-    if axis.is_range:
-        return [axis.low, axis.high]  # a range: every value but one differs from the stored T
-    return list(axis.values)
+def _other_temperatures(axes: dict | None, default: float, stored: float) -> str:
+    """The searched temperatures other than `stored`, as text ("" when none)."""
+    axis = (axes or {}).get("temperature")
+    if axis is not None and axis.is_range:
+        return f"{axis.low:g}..{axis.high:g} other than {stored:g}"
+    values = axis.values if axis is not None else (default,)
+    return ",".join(f"{float(t):g}" for t in values if float(t) != stored)
 
 
 def online_reason(targets_dir, config: Config) -> str | None:
