@@ -38,7 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hyperband: keep 1/factor of the trials at each budget step (default 3)")
     parser.add_argument("--role", choices=("chief", "worker"), default=None,
                         help="distributed search: the chief serves the oracle, workers run trials")
-    parser.add_argument("--chief", default=None, metavar="HOST:PORT", help="the chief's address (chief: where to listen)")
+    parser.add_argument("--chief", default=None, metavar="HOST:PORT",
+                        help="a worker: the chief's address; the chief: where to listen, [HOST:]PORT (default "
+                             "127.0.0.1:8000; a bare PORT listens on 127.0.0.1 only)")
+    parser.add_argument("--token-file", default=None, metavar="PATH",
+                        help="the search's shared secret, checked on every call (else $FUNMATCH_TUNE_TOKEN, else "
+                             "DIR/tune-token, which the chief writes with mode 0600 when absent)")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM", help="chief: serve TLS with this certificate")
+    parser.add_argument("--tls-key", default=None, metavar="PEM", help="chief: the certificate's private key")
+    parser.add_argument("--tls-ca", default=None, metavar="PEM",
+                        help="worker: the certificate to trust (the chief's, or its CA); connect over TLS")
     parser.add_argument("--tuner-id", default=None,
                         help="a worker's id (default worker-HOST-PID); restarting a worker with its id resumes its trial at once")
     parser.add_argument("--connect-timeout", type=float, default=30.0, help="seconds a worker waits for the chief")
@@ -70,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
         axes=args.axes.split(",") if args.axes is not None else None, keep_best=args.keep_best, seed=args.seed,
         max_retries=args.max_retries, role=args.role, chief=args.chief, tuner_id=args.tuner_id,
         connect_timeout_s=args.connect_timeout, heartbeat_s=args.heartbeat, lease_timeout_s=args.lease_timeout,
+        token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
         hyperband_max_epochs=args.hyperband_max_epochs, hyperband_factor=args.hyperband_factor,
         verbose=not args.quiet,
     )

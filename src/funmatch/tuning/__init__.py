@@ -1,4 +1,5 @@
-"""Hyperparameter search with keras-tuner: search space, leased chief/worker oracle, the trial runner, summaries.
+"""Hyperparameter search with keras-tuner: search space, leased chief/worker oracle (and who may call it:
+`auth`), stored targets in a search, the trial runner, summaries.
 
 The search itself is `funmatch.tuning.search.tune` (the `funmatch tune` command is `funmatch.commands.tune`).
 May import configs, data and training (each trial is a real run); never commands. Importing this
@@ -10,6 +11,7 @@ from funmatch.tuning.distributed import (
     DEFAULT_LEASE_TIMEOUT_S,
     LeasedOracleClient,
     LeaseMixin,
+    LeaseRefused,
     leased,
     role_from_environment,
     serve,
@@ -26,6 +28,7 @@ from funmatch.tuning.space import (
     resolve_axes,
     trial_config,
 )
+from funmatch.tuning.stored import check_store, online_reason
 from funmatch.tuning.summary import load_trials, summarize
 from funmatch.tuning.tuner import (
     MODEL_FILES,
@@ -44,16 +47,19 @@ __all__ = [
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_LEASE_TIMEOUT_S",
     "LeaseMixin",
+    "LeaseRefused",
     "LeasedOracleClient",
     "MODEL_FILES",
     "OBJECTIVES",
     "build_hyperparameters",
     "canonical_name",
+    "check_store",
     "default_axes",
     "distill_run_fn",
     "leased",
     "load_trials",
     "make_oracle",
+    "online_reason",
     "parse_axis",
     "parse_space",
     "prune_trial_dir",

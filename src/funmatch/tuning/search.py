@@ -6,10 +6,18 @@
         --search random --max-trials 20 --space "lr=0.001,0.003;T=1,2" --keep-best 3
     funmatch tune --summary runs/tune          # table (stdout + CSV + markdown) and a PNG plot
 
-    # distributed: one chief (serves the oracle; runs no trial) and any number of workers
-    funmatch tune ... --role chief  --chief 0.0.0.0:8000
-    funmatch tune ... --role worker --chief chief-host:8000 [--tuner-id worker-a]
-    # (or keras-tuner's KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT variables)
+    # distributed, one machine (or a shared filesystem): the chief listens on 127.0.0.1:8000 and writes
+    # a token to runs/tune/tune-token (mode 0600), which workers on the same --dir read
+    funmatch tune ... --dir runs/tune --role chief  --chief 8000
+    funmatch tune ... --dir runs/tune --role worker --chief 127.0.0.1:8000 [--tuner-id worker-a]
+
+    # distributed over a network: a shared secret, TLS, and the chief listening on its network address
+    python -c "import secrets; print(secrets.token_urlsafe(32))" > tune.token; chmod 600 tune.token
+    funmatch tune ... --role chief  --chief chief-host:8000 --token-file tune.token \
+        --tls-cert chief.pem --tls-key chief.key
+    funmatch tune ... --role worker --chief chief-host:8000 --token-file tune.token --tls-ca chief.pem
+    # (the token may come from FUNMATCH_TUNE_TOKEN instead; the role and address from keras-tuner's
+    # KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT variables)
 
     # the teacher's fine-tuning learning rate
     funmatch tune --target teacher --config flowers102 --data data/flowers --init BiT-M-R152x2.npz --dir runs/tt
@@ -19,7 +27,8 @@ temperature {1, 2, 5, 10}, mixup p {0, 0.1, 0.5, 1} (only for function matching)
 {function_matching (consistent teaching), fixed_teacher}, and the schedule length {1/3, 1, 3} × the
 recipe's epochs (or steps). `--space` replaces axes, `--axes` picks which ones are searched. The syntax
 is in `funmatch.tuning.space`; the chief/worker protocol (leases, retries) in `funmatch.tuning.distributed`;
-the folder layout and the disk bound in `funmatch.tuning.tuner`.
+who may call the chief (token, address, TLS) in `funmatch.tuning.auth`; the folder layout and the disk bound
+in `funmatch.tuning.tuner`; what `--targets` must match in `funmatch.tuning.stored`.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import socket
 from typing import Any
 
 from funmatch.errors import FunmatchError
-from funmatch.tuning import distributed
+from funmatch.tuning import auth, distributed, stored
 from funmatch.tuning.space import parse_space, resolve_axes
 
 # Settings that define a search: a re-run with other values is an error (it would mix two searches).
@@ -86,6 +95,10 @@ def tune(
     heartbeat_s: float = distributed.DEFAULT_HEARTBEAT_S,
     lease_timeout_s: float = distributed.DEFAULT_LEASE_TIMEOUT_S,
     rpc_timeout_s: float = 120.0,
+    token_file=None,
+    tls_cert=None,
+    tls_key=None,
+    tls_ca=None,
     hyperband_max_epochs: int = 9,
     hyperband_factor: int = 3,
     run_fn=None,
@@ -100,8 +113,12 @@ def tune(
       targets_dir: stored teacher targets (`funmatch targets`); trials whose views the store holds (mode,
         pp spec, mixup p) read them and run no teacher, the others run online (their metrics say which).
       search_dir: the search folder (trials in `search_dir/trials/<id>/`).
-      role: None (one process), "chief" (serves the oracle at `chief`, runs no trial) or "worker"
-        (connects to `chief` "host:port"). When None, the KERASTUNER_* variables are honoured.
+      role: None (one process), "chief" (serves the oracle at `chief`, "[host:]port", default
+        127.0.0.1:8000; runs no trial) or "worker" (connects to `chief` "host:port"). When None, the
+        KERASTUNER_* variables are honoured.
+      token_file: the file holding the search's shared token (else FUNMATCH_TUNE_TOKEN, else
+        SEARCH_DIR/tune-token, which a chief writes when absent; `funmatch.tuning.auth`).
+      tls_cert, tls_key: the chief's certificate and key (PEM): TLS. tls_ca: the certificate a worker trusts.
       run_fn: `(config, workdir) -> metrics` instead of the real run (for embedding; default: distill
         or train_teacher).
     """
@@ -130,12 +147,19 @@ def tune(
         tuner_id = tuner_id or env_tuner_id
     if role not in (None, "chief", "worker"):
         raise FunmatchError(f"--role: unknown role {role!r}; choose chief or worker")
-    if role is not None:
+    tls_credentials, bind_warning = None, None
+    if role == "chief":
+        tls_credentials = auth.server_credentials(tls_cert, tls_key)
+        chief, bind_warning = auth.listen_address(chief, tls=tls_credentials is not None)
+        tuner_id = "chief"
+    elif role == "worker":
         if not chief or ":" not in chief:
-            raise FunmatchError(f"--chief: {role} needs the chief's HOST:PORT, got {chief!r}")
-        tuner_id = "chief" if role == "chief" else (tuner_id or _default_tuner_id())
-        if role == "worker" and "chief" in tuner_id:
+            raise FunmatchError(f"--chief: a worker needs the chief's HOST:PORT, got {chief!r}")
+        tuner_id = auth.check_tuner_id(tuner_id or _default_tuner_id())
+        if "chief" in tuner_id:
             raise FunmatchError(f"--tuner-id {tuner_id!r}: a worker's id must not contain 'chief' (keras-tuner's rule)")
+    elif token_file or tls_cert or tls_key or tls_ca:
+        raise FunmatchError("--token-file/--tls-*: only for a distributed search (--role chief or worker)")
     if role != "chief":  # the chief runs no trial: it needs no data or teacher
         card = tfrecords.load_card(data_dir)
         for split in (base_config.train_split, base_config.val_split):
@@ -149,11 +173,11 @@ def tune(
         if targets_dir is not None:  # stored teacher targets: the trials whose views they hold read them
             if target != "student":
                 raise FunmatchError("--targets: stored teacher targets serve distillation (--target student)")
-            from funmatch.distill.targets import load_card as load_targets_card
-
-            load_targets_card(targets_dir)
+            stored.check_store(targets_dir, base_config, axes_map, teacher_path=teacher_path, data_dir=data_dir)
+    token = None
     if role == "worker":
-        distributed.wait_for_chief(chief, connect_timeout_s)
+        distributed.wait_for_chief(chief, connect_timeout_s, tls_ca=tls_ca)
+        token = auth.resolve_token("worker", search_dir, token_file)  # after the chief answered: it wrote it
 
     search_dir = pathlib.Path(search_dir)
     settings = {
@@ -170,6 +194,10 @@ def tune(
 
         search_dir.mkdir(parents=True, exist_ok=True)
         lock_workdir(search_dir)
+    if role == "chief":
+        token = auth.resolve_token("chief", search_dir, token_file)
+        if bind_warning:
+            print(bind_warning, flush=True)
     # The chief owns tune.json; a worker writes it only when its search folder is its own (another machine).
     _check_settings(search_dir, settings, write=role != "worker" or not (search_dir / "tune.json").exists())
 
@@ -183,6 +211,7 @@ def tune(
         oracle, base_config=base_config, search_dir=search_dir, run_fn=run_fn, keep_best=keep_best, role=role,
         address=chief, tuner_id=tuner_id, heartbeat_s=heartbeat_s, rpc_timeout_s=rpc_timeout_s,
         hyperband_max_epochs=hyperband_max_epochs if search == "hyperband" else None, verbose=verbose,
+        token=token, tls_credentials=tls_credentials, tls_ca=tls_ca,
     )
     if role is None and oracle.max_trials and len(oracle.trials) < max_trials:
         oracle.max_trials = max_trials  # a resumed search may be extended

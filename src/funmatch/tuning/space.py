@@ -15,6 +15,13 @@ teacher and student see the same crop, plus mixup) and a *fixed teacher* (`fixed
 logits computed once on the eval view). `consistent` and `independent` may be listed explicitly.
 Mixup only acts in `function_matching`, so `mixup_p` is a conditional axis, active only for that mode
 (the oracle does not spend trials on mixup values that have no effect).
+
+Temperature and stored targets (`--targets`): the `T` axis stays in the search. A full store (up to
+128 classes) is exact at every T; a top-k store is exact only at the temperature it was stored at, so a
+trial at another T runs online (the teacher in every step), and says so in one line, as does a trial whose
+views the store does not hold (`funmatch.tuning.stored`). Such trials cost a teacher forward pass per
+step and see fresh views rather than the store's K; restrict the axis (`--space T=1`) to keep a search
+on the store alone.
 """
 
 from __future__ import annotations

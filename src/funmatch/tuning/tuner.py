@@ -57,15 +57,16 @@ def trial_metrics(result: dict[str, Any], config: Config) -> dict[str, float]:
 
 
 def distill_run_fn(data_dir, teacher_path, targets_dir=None) -> RunFn:
-    """A trial distils; with `targets_dir`, every trial whose views the store holds (mode, pp spec, mixup p)
-    reads the stored targets (no teacher in its step), the others run online."""
+    """A trial distils; with `targets_dir`, every trial the store serves (`funmatch.tuning.stored`: its views,
+    teacher resolution and temperature) reads the stored targets (no teacher in its step), the others run
+    online, each saying why in one line."""
 
     def run(config: Config, workdir: pathlib.Path) -> dict:
-        from funmatch.training import targets as stored_targets
         from funmatch.training.distill import distill
+        from funmatch.tuning.stored import stored_or_online
 
-        stored = targets_dir if targets_dir is not None and stored_targets.fits(targets_dir, config) else None
-        return trial_metrics(distill(config, data_dir, teacher_path, workdir, targets=stored, progress=False), config)
+        targets = stored_or_online(targets_dir, config, workdir.name)
+        return trial_metrics(distill(config, data_dir, teacher_path, workdir, targets=targets, progress=False), config)
 
     return run
 
@@ -131,14 +132,21 @@ def _make_tuner_class():
             run_fn: `(config, workdir) -> {"val_accuracy": ..., ...}`, a real run.
             keep_best: how many trial models to keep on disk.
             role: None (single process), "chief" or "worker"; `address` "host:port" of the chief.
+            token: the search's shared secret (`funmatch.tuning.auth`), required with a role.
+            tls_credentials: the chief's grpc server credentials (TLS), or None; tls_ca: the PEM a worker trusts.
             hyperband_max_epochs: hyperband's budget R; a trial at budget r runs r/R of the recipe's length.
         """
 
         def __init__(self, oracle, *, base_config: Config, search_dir, run_fn: RunFn, keep_best: int = 3,
                      role: str | None = None, address: str | None = None, tuner_id: str | None = None,
                      heartbeat_s: float = distributed.DEFAULT_HEARTBEAT_S, rpc_timeout_s: float = 120.0,
-                     hyperband_max_epochs: int | None = None, poll_s: float = 0.5, verbose: bool = True):
+                     hyperband_max_epochs: int | None = None, poll_s: float = 0.5, verbose: bool = True,
+                     token: str | None = None, tls_credentials=None, tls_ca=None):
+            if role is not None and not token:
+                raise FunmatchError("a distributed search needs the search's token (funmatch.tuning.auth.resolve_token)")
             self.role = role
+            self.token = token
+            self.tls_credentials = tls_credentials
             self.address = address
             self.base_config = base_config
             self.search_dir = pathlib.Path(search_dir)
@@ -159,7 +167,8 @@ def _make_tuner_class():
             self.oracle_verbose_off()
             if role == "worker":
                 local = getattr(self.oracle, "_oracle", self.oracle)
-                self.oracle = distributed.LeasedOracleClient(local, address, self.tuner_id, rpc_timeout_s=rpc_timeout_s)
+                self.oracle = distributed.LeasedOracleClient(local, address, self.tuner_id, token=token, tls_ca=tls_ca,
+                                                             rpc_timeout_s=rpc_timeout_s)
 
         def oracle_verbose_off(self):
             if hasattr(self.oracle, "_display"):
@@ -185,8 +194,10 @@ def _make_tuner_class():
         def search(self):
             if self.role == "chief":
                 self.save()
-                print(f"funmatch tune: chief serving the oracle at {self.address}")
-                distributed.serve(self.oracle, self.address, poll_s=self.poll_s)
+                print(f"funmatch tune: chief serving the oracle at {self.address}"
+                      + (" (TLS)" if self.tls_credentials else ""), flush=True)
+                distributed.serve(self.oracle, self.address, token=self.token, credentials=self.tls_credentials,
+                                  poll_s=self.poll_s)
                 self.save()
                 return
             self.on_search_begin()
@@ -197,6 +208,7 @@ def _make_tuner_class():
                 if trial.status == trial_module.TrialStatus.IDLE:
                     time.sleep(self.poll_s)
                     continue
+                self.trial_workdir(trial.trial_id)  # refuse a trial id that would leave SEARCH_DIR/trials
                 self.on_trial_begin(trial)
                 self._try_run_and_update_trial(trial)
                 self.on_trial_end(trial)
@@ -211,7 +223,7 @@ def _make_tuner_class():
                 config = trial_config(self.base_config, values, hyperband_fraction=fraction)
             except FunmatchError as e:  # an infeasible point of the space: no retry can fix it
                 raise keras_tuner.errors.FailedTrialError(str(e)) from None
-            workdir = self.trials_dir / str(trial.trial_id)
+            workdir = self.trial_workdir(trial.trial_id)
             heartbeat = isinstance(self.oracle, distributed.LeasedOracleClient)
             if heartbeat:
                 self.oracle.start_heartbeat(trial.trial_id, self.heartbeat_s)
@@ -222,6 +234,20 @@ def _make_tuner_class():
             finally:
                 if heartbeat:
                     self.oracle.stop_heartbeat()
+
+        def trial_workdir(self, trial_id) -> pathlib.Path:
+            """SEARCH_DIR/trials/<trial_id>, refused (FunmatchError) unless the id is a plain trial id and the
+            folder resolves inside SEARCH_DIR/trials (a link planted there could point elsewhere)."""
+            from funmatch.tuning import auth
+
+            where = f"--dir {self.search_dir}: trial id"
+            auth.check_trial_id(trial_id, where)
+            root = self.trials_dir.resolve()
+            workdir = self.trials_dir / trial_id
+            if workdir.resolve().parent != root:
+                raise FunmatchError(f"--dir {self.search_dir}: trials/{trial_id} resolves to {workdir.resolve()}, "
+                                    "outside the search folder; refused")
+            return workdir
 
         def on_trial_begin(self, trial):
             if self.verbose:
