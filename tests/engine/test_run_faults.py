@@ -103,10 +103,23 @@ def test_settings_of_a_run_that_never_trained_are_replaced(tmp_path):
     workdir = tmp_path / "run"
     assert prepare_workdir(workdir, {"lr": 1.0}) is False
     assert prepare_workdir(workdir, {"lr": 0.5}) is False  # no checkpoint, no record: the new settings win
-    assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.5}
+    assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.5, "precision": "float32"}  # CPU: auto
     (workdir / "metrics.jsonl").write_text('{"step": 2}\n')
     with pytest.raises(FunmatchError, match=r"holds a run with other settings \(lr: 0\.5 -> 0\.25\)"):
         prepare_workdir(workdir, {"lr": 0.25})
+    assert prepare_workdir(workdir, {"lr": 0.5}) is True
+
+
+def test_a_run_resumes_only_in_the_precision_it_began_in(tmp_path):
+    workdir = tmp_path / "run"
+    assert prepare_workdir(workdir, {"lr": 0.5, "precision": "bfloat16"}) is False
+    (workdir / "metrics.jsonl").write_text('{"step": 2}\n')
+    with pytest.raises(FunmatchError, match=r"computed in bfloat16, this one computes in float32: re-run with "
+                                            r"--precision bfloat16 to resume it"):
+        prepare_workdir(workdir, {"lr": 0.5})  # the run's precision: float32 (auto on this CPU)
+    assert prepare_workdir(workdir, {"lr": 0.5, "precision": "bfloat16"}) is True
+    # A workdir written before the precision was recorded resumes (as before).
+    (workdir / "config.json").write_text(json.dumps({"lr": 0.5}))
     assert prepare_workdir(workdir, {"lr": 0.5}) is True
 
 
