@@ -144,7 +144,7 @@ def distill(
     from funmatch.evaluation.metrics import fidelity_metrics
     from funmatch.optim import make_optimizer
     from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir
-    from funmatch.training.loop import fit_resumable
+    from funmatch.training.loop import epoch_tensorboard, fit_resumable
 
     started = time.time()
     # --- Configuration and input checks: all before any compute. ---
@@ -266,7 +266,7 @@ def distill(
         keep_checkpoints=config.keep_checkpoints, evaluate=evaluate,
         eval_every=max(chunk, (config.eval_every // chunk) * chunk), progress=progress,
         description=f"distill {config.recipe}",
-        extra_callbacks=[keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq="epoch")]
+        extra_callbacks=[epoch_tensorboard(workdir / "tensorboard")]
         if runtime.is_writer() else [],
         budget={"max_wall_seconds": config.max_wall_seconds, "max_cpu_seconds": config.max_cpu_seconds},
     )
