@@ -86,10 +86,24 @@ def _load_teacher(path, num_classes: int):
     if not pathlib.Path(path).exists():
         raise FunmatchError(f"--teacher {path}: no such file")
     teacher = models.load(path)
+    check_finite_weights(teacher, f"--teacher {path}")
     teacher_classes = int(models.contract(teacher)["num_classes"])
     if teacher_classes != num_classes:
         raise FunmatchError(f"--teacher {path}: the teacher has {teacher_classes} classes, the dataset has {num_classes}")
     return teacher
+
+
+def check_finite_weights(model, what: str) -> None:
+    """FunmatchError naming `what` and the first weight of `model` that holds NaN or Inf: a frozen teacher
+    like that makes every loss NaN, which would otherwise read as the student's divergence."""
+    import keras
+
+    for variable in model.weights:
+        if "float" in str(variable.dtype):
+            value = keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(variable.value)))
+            if not bool(value):
+                raise FunmatchError(f"{what}: the teacher's weight {getattr(variable, 'path', variable.name)} holds "
+                                    "NaN or Inf; the teacher file is damaged or its training diverged")
 
 
 def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits, key: str | None = None,
