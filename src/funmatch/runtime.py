@@ -31,10 +31,13 @@ from typing import Any
 from funmatch.errors import FunmatchError
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+BACKENDS = ("jax", "tensorflow")  # the Keras backends funmatch runs on
 ENV_ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 ENV_NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
 ENV_PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
 ENV_PRECISION = "FUNMATCH_PRECISION"
+ENV_COORDINATOR_TIMEOUT = "FUNMATCH_COORDINATOR_TIMEOUT"
+DEFAULT_COORDINATOR_TIMEOUT_S = 60.0
 
 _state: dict[str, Any] = {"initialized": False, "precision": None, "tensorflow_kept_off": None}
 
@@ -61,11 +64,19 @@ def default_backend(environ=None) -> str:
     runs; else Keras' own default (the backend in ~/.keras/keras.json, or TensorFlow). Imports nothing."""
     environ = os.environ if environ is None else environ
     if environ.get("KERAS_BACKEND"):
-        return environ["KERAS_BACKEND"]
+        return check_backend_name(environ["KERAS_BACKEND"])
     multi_process = int(environ.get(ENV_NUM_PROCESSES) or 1) > 1
     if multi_process or detect_accelerator(environ) != "CPU":
         return "jax"
     return _keras_json_backend() or "tensorflow"
+
+
+def check_backend_name(name: str) -> str:
+    """`name` when funmatch runs on it; else FunmatchError in one line (before Keras sees the name)."""
+    if name not in BACKENDS:
+        raise FunmatchError(f"KERAS_BACKEND={name}: funmatch runs on the {' or '.join(BACKENDS)} backend; "
+                            "set KERAS_BACKEND to one of them, or unset it (JAX on GPUs and TPUs, else TensorFlow)")
+    return name
 
 
 def choose_backend(environ=None) -> str:
@@ -162,8 +173,16 @@ def launch_settings(coordinator: str | None = None, num_processes: int | None = 
     return {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
 
 
+def add_precision_argument(parser) -> None:
+    """`--precision` of every command that computes (see `resolve_precision`)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="compute dtype of the teacher's and the student's forward and backward passes (variables, "
+                             "loss and optimizer state stay float32). auto (default): bfloat16 on TPUs and on GPUs with "
+                             "bfloat16 tensor cores, float32 on CPU. A run resumes only in the precision it began in")
+
+
 def add_launch_arguments(parser) -> None:
-    """The multi-process and precision flags of the training commands (distill, teacher, targets)."""
+    """The multi-process and precision flags of the training commands (distill, teacher, targets, labels)."""
     group = parser.add_argument_group(
         "processes and precision",
         "N processes (one per host, or per GPU) train one model: start the same command on each with the same "
@@ -175,10 +194,10 @@ def add_launch_arguments(parser) -> None:
                             "the processes itself (every host of a Cloud TPU pod slice, SLURM, Open MPI)")
     group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes in the run")
     group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0..N-1")
-    group.add_argument("--precision", choices=PRECISIONS, default=None,
-                       help="compute dtype of the teacher's and the student's forward and backward passes (variables, "
-                            "loss and optimizer state stay float32). auto (default): bfloat16 on TPUs and on GPUs with "
-                            "bfloat16 tensor cores, float32 on CPU")
+    group.add_argument("--coordinator-timeout", type=float, default=None, metavar="SECONDS",
+                       help=f"give up when --coordinator cannot be reached within this time (default "
+                            f"{DEFAULT_COORDINATOR_TIMEOUT_S:g}, or {ENV_COORDINATOR_TIMEOUT})")
+    add_precision_argument(group)
 
 
 def check_launch_arguments(args) -> dict[str, Any] | None:
@@ -187,24 +206,75 @@ def check_launch_arguments(args) -> dict[str, Any] | None:
                            getattr(args, "process_id", None))
 
 
-def launch(args, *, verbose: bool = True) -> dict[str, Any]:
-    """What a training command does before it imports the library: backend, processes, precision.
+def coordinator_timeout(args=None, environ=None) -> float:
+    """Seconds to wait for process 0: `--coordinator-timeout`, else FUNMATCH_COORDINATOR_TIMEOUT, else 60."""
+    environ = os.environ if environ is None else environ
+    value = getattr(args, "coordinator_timeout", None)
+    flag = "--coordinator-timeout"
+    if value is None and environ.get(ENV_COORDINATOR_TIMEOUT):
+        value, flag = environ[ENV_COORDINATOR_TIMEOUT], ENV_COORDINATOR_TIMEOUT
+    if value is None:
+        return DEFAULT_COORDINATOR_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise FunmatchError(f"{flag}: need a positive number of seconds, got {value!r}")
+    return seconds
 
-    Returns the `setup()` report.
+
+def launch(args=None, *, verbose: bool = True, distribute: bool = True) -> dict[str, Any]:
+    """What every command that builds or runs a model does before it imports the library.
+
+    Chooses the backend (JAX on GPUs and TPUs) and keeps TensorFlow off the accelerators, joins the
+    processes of a multi-process run (the launch flags of `add_launch_arguments`, where the command has
+    them), and sets the compute precision (`--precision`, where the command has it). `distribute=False`:
+    no data parallelism over the devices (a command that only converts a model). Returns the `setup()`
+    report.
     """
     settings = check_launch_arguments(args)
     precision = getattr(args, "precision", None) or os.environ.get(ENV_PRECISION) or "auto"
+    choose_backend()
     if settings is not None:
-        initialize(**settings)
-    return setup(precision=precision, verbose=verbose)
+        initialize(**settings, timeout_s=coordinator_timeout(args))
+    return setup(precision=precision, verbose=verbose, distribute=distribute)
+
+
+def wait_for_coordinator(address: str, timeout_s: float = DEFAULT_COORDINATOR_TIMEOUT_S) -> None:
+    """Returns once process 0's coordination service at HOST:PORT accepts a connection; raises
+    FunmatchError naming the address when it does not within `timeout_s` (JAX itself waits 5 minutes,
+    then aborts the process with a C++ stack trace)."""
+    import socket
+    import time
+
+    host, _, port = address.split(",")[0].rpartition(":")
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, max(0.1, timeout_s))):
+                return
+        except OSError as error:
+            last = error.strerror or type(error).__name__
+        if time.monotonic() >= deadline:
+            raise FunmatchError(
+                f"--coordinator {host}:{port}: process 0 cannot be reached ({last}) within {timeout_s:g} s; start "
+                f"process 0 first, check the address and the firewall, or raise --coordinator-timeout")
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> dict[str, Any] | None:
-    """Join this process to a multi-process JAX run; a no-op for one process. Call before any compute."""
+               process_id: int | None = None, timeout_s: float = DEFAULT_COORDINATOR_TIMEOUT_S) -> dict[str, Any] | None:
+    """Join this process to a multi-process JAX run; a no-op for one process. Call before any compute.
+
+    Processes other than 0 first wait up to `timeout_s` for process 0's address to answer."""
     settings = launch_settings(coordinator, num_processes, process_id)
     if settings is None or _state["initialized"]:
         return settings
+    if settings["coordinator"] != "auto" and settings["process_id"] != 0:
+        wait_for_coordinator(settings["coordinator"], timeout_s)
     if "keras" not in sys.modules:
         os.environ.setdefault("KERAS_BACKEND", "jax")  # several processes: JAX unless the user chose otherwise
     if choose_backend() != "jax":
@@ -437,7 +507,7 @@ def apply_precision(model, compute: str | None = None):
 
 # --- The report. ------------------------------------------------------------------------------------
 
-def setup(precision: str | None = None, verbose: bool = True) -> dict[str, Any]:
+def setup(precision: str | None = None, verbose: bool = True, distribute: bool = True) -> dict[str, Any]:
     """Detect the accelerator, keep TensorFlow off it (JAX), set data parallelism and precision.
 
     The first cell of the notebooks and the start of every training command. Returns {"backend",
@@ -452,7 +522,8 @@ def setup(precision: str | None = None, verbose: bool = True) -> dict[str, Any]:
     if backend() == "jax":
         import jax
 
-        distribution_scope()  # sets the global distribution; nothing to enter
+        if distribute:
+            distribution_scope()  # sets the global distribution; nothing to enter
         chips = jax.device_count()
     else:
         chips = replica_count()

@@ -103,10 +103,23 @@ def test_settings_of_a_run_that_never_trained_are_replaced(tmp_path):
     workdir = tmp_path / "run"
     assert prepare_workdir(workdir, {"lr": 1.0}) is False
     assert prepare_workdir(workdir, {"lr": 0.5}) is False  # no checkpoint, no record: the new settings win
-    assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.5}
+    assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.5, "precision": "float32"}  # CPU: auto
     (workdir / "metrics.jsonl").write_text('{"step": 2}\n')
     with pytest.raises(FunmatchError, match=r"holds a run with other settings \(lr: 0\.5 -> 0\.25\)"):
         prepare_workdir(workdir, {"lr": 0.25})
+    assert prepare_workdir(workdir, {"lr": 0.5}) is True
+
+
+def test_a_run_resumes_only_in_the_precision_it_began_in(tmp_path):
+    workdir = tmp_path / "run"
+    assert prepare_workdir(workdir, {"lr": 0.5, "precision": "bfloat16"}) is False
+    (workdir / "metrics.jsonl").write_text('{"step": 2}\n')
+    with pytest.raises(FunmatchError, match=r"computed in bfloat16, this one computes in float32: re-run with "
+                                            r"--precision bfloat16 to resume it"):
+        prepare_workdir(workdir, {"lr": 0.5})  # the run's precision: float32 (auto on this CPU)
+    assert prepare_workdir(workdir, {"lr": 0.5, "precision": "bfloat16"}) is True
+    # A workdir written before the precision was recorded resumes (as before).
+    (workdir / "config.json").write_text(json.dumps({"lr": 0.5}))
     assert prepare_workdir(workdir, {"lr": 0.5}) is True
 
 
@@ -151,7 +164,7 @@ def test_divergence_rule():
     assert diverged(25.0, 1e-6, 2.0)
 
 
-def _tiny_fit(tmp_path, learning_rate, steps=6, chunk=2):
+def _tiny_fit(tmp_path, learning_rate, steps=6, chunk=2, nan_from=None):
     import keras
 
     from funmatch.training.loop import fit_resumable
@@ -160,6 +173,8 @@ def _tiny_fit(tmp_path, learning_rate, steps=6, chunk=2):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
     x, y = np.random.default_rng(0).normal(size=(64, 4)).astype("float32"), np.zeros((64, 3), "float32")
+    if nan_from is not None:  # the examples of batch `nan_from` on (batches of 8) are NaN
+        x[8 * nan_from:] = np.nan
 
     def make_dataset(start_step):
         import tensorflow as tf
@@ -179,6 +194,14 @@ def test_exploding_weights_stop_the_run_with_checkpoints_intact(tmp_path):
         _tiny_fit(tmp_path, 1e15)
     assert Checkpointer(tmp_path / "checkpoints").steps() == []
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_nan_loss_is_caught_by_the_chunk_end_with_the_last_checkpoint_intact(tmp_path):
+    # Batches 0-2 finite, batch 3 (step 4) NaN: the loss is read at step 1 and at each chunk end (2, 4).
+    with pytest.raises(FunmatchError, match=r"loss became nan by step 4 \(read every 10 steps\); stopped\. "
+                                            r"The last checkpoint \(step 2\) is intact"):
+        _tiny_fit(tmp_path, 0.01, nan_from=3)
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [2]
 
 
 def test_records_follow_their_checkpoints(tmp_path):

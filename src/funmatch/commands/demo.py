@@ -42,6 +42,7 @@ import shutil
 import time
 from typing import Any
 
+from funmatch import runtime
 from funmatch.errors import FunmatchError
 
 # The demo's distillation: the `eurosat` recipe, a student at half the teacher's resolution, the labelled and
@@ -411,9 +412,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "function-matching time")
     parser.add_argument("--seed", type=int, default=0, help="seed of the students' training (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output; the summary is still printed")
+    runtime.add_precision_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    runtime.launch(args, verbose=not args.no_progress)  # backend and precision, as distill's
     run_demo(args.out, quick=args.quick, teacher=args.teacher, train_teacher=args.train_teacher, progress=not args.no_progress,
              steps=args.steps, views=args.views, seed=args.seed)
     return 0

@@ -45,6 +45,9 @@ def main(args: argparse.Namespace) -> int:
     for flag, path in (("--student", args.student), ("--teacher", args.teacher)):
         if path is not None:
             check_file(flag, path)
+    from funmatch import runtime
+
+    runtime.launch(args, verbose=False, distribute=False)  # distill's backend; latency is timed on one device
     from funmatch.evaluation import evaluate_models, format_summary
 
     report = evaluate_models(

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not pathlib.Path(args.model).is_file():
         raise FunmatchError(f"MODEL {args.model}: no such file")
+    from funmatch import runtime
+
+    runtime.launch(args, verbose=False, distribute=False)  # the backend distill picks; one device converts
     from funmatch.export import export_model
 
     result = export_model(args.model, args.out, args.format, overwrite=args.overwrite, atol=args.atol, rtol=args.rtol,

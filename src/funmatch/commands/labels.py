@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from funmatch import runtime
 from funmatch.commands import add_budget_arguments, budget_config, check_config, check_data_dir, check_file, check_place
 
 
@@ -19,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a teacher .keras file: its agreement with the trained model is measured (not trained on)")
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup p of label training (default 0: none)")
     add_budget_arguments(parser)
+    runtime.add_launch_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the workdir)")
 
 
@@ -29,6 +31,8 @@ def main(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         check_file("--teacher", args.teacher)
     check_place("--workdir", args.workdir, {"--data": args.data, "--teacher": args.teacher})
+    runtime.check_launch_arguments(args)
+    runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: as distill's
     from funmatch.training.labels import train_labels  # the library (and Keras) after the cheap checks
 
     train_labels(config, args.data, args.workdir, model=args.model, teacher_path=args.teacher, mixup_p=args.mixup,

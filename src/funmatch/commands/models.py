@@ -72,12 +72,12 @@ def _rows(names, resolution, num_classes):
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "models_command", None) == "resolution":
+        return _resolution(args)  # picks the backend before anything imports Keras
     from funmatch.commands import check_place
     from funmatch.errors import FunmatchError
     from funmatch.models import registry
 
-    if getattr(args, "models_command", None) == "resolution":
-        return _resolution(args)
     if getattr(args, "models_command", None) == "convert":
         from funmatch.models.checkpoints import convert_checkpoint
         from funmatch.models.classifier import contract
@@ -121,6 +121,9 @@ def _resolution(args: argparse.Namespace) -> int:
         raise FunmatchError(f"--out {args.out}: a funmatch model file must end in .keras")
     check_data_dir(args.data)
     check_place("--out", args.out, {"--model": args.model, "--data": args.data}, kind="file", overwrite=args.overwrite)
+    from funmatch import runtime
+
+    runtime.launch(args, verbose=False)  # the backend distill picks (JAX on GPUs and TPUs)
     from funmatch import models
     from funmatch.data import pipeline
     from funmatch.evaluation.resolution import pick_resolution

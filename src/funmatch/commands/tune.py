@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from funmatch import runtime
 from funmatch.commands import check_config
 from funmatch.errors import FunmatchError
 from funmatch.tuning import distributed
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease-timeout", type=float, default=distributed.DEFAULT_LEASE_TIMEOUT_S,
                         help="chief: seconds without a heartbeat after which a worker is presumed dead")
     parser.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    runtime.add_precision_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,6 +72,8 @@ def main(args: argparse.Namespace) -> int:
     if missing:
         raise FunmatchError(f"{', '.join(missing)}: required (or use --summary SEARCH_DIR)")
     check_config(args.config)  # the data folder is the library's to check: a chief reads none
+    if args.role != "chief":  # trials run on distill's backend, devices and precision; a chief only serves
+        runtime.launch(args, verbose=not args.quiet)
     from funmatch.tuning.search import tune  # the library (and Keras) after the cheap checks
 
     tune(

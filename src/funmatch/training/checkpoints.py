@@ -247,7 +247,7 @@ def _variable_path(variable) -> str:
 
 LOCK_NAME = ".lock"
 # Run settings recorded since a later version: a workdir written before them still resumes.
-LATER_FIELDS = ("teacher_sha256",)
+LATER_FIELDS = ("teacher_sha256", "precision")
 _HELD_LOCKS: dict[str, int] = {}  # resolved workdir -> the open descriptor holding its lock
 
 
@@ -328,7 +328,8 @@ def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], ignore: Se
         except (OSError, ValueError):
             previous = None
         if previous is not None:
-            differing = sorted(k for k in set(previous) | set(current) if k not in ignore and previous.get(k) != current.get(k))
+            differing = sorted(k for k in set(previous) | set(current) if k not in ignore
+                               and previous.get(k) != current.get(k) and not _added_later(k, previous, current))
             if not differing:
                 return _has_progress(workdir)
         if time.time() > deadline:
@@ -337,15 +338,27 @@ def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], ignore: Se
         time.sleep(0.2)
 
 
+def with_precision(run_config: dict[str, Any]) -> dict[str, Any]:
+    """`run_config` with the run's compute precision (`funmatch.runtime.precision()`) as "precision": a run
+    resumes only in the precision it began in (bfloat16 and float32 steps differ)."""
+    if "precision" in run_config:
+        return run_config
+    from funmatch import runtime
+
+    return {**run_config, "precision": runtime.precision()}
+
+
 def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore: Sequence[str] = ()) -> bool:
     """Create `workdir`, lock it (`lock_workdir`) and write config.json, or check a resumed run's config.
 
     Returns True when the workdir already held a run (resume). A mismatch in any field other than
     `ignore` is a clear error: resuming with different settings would silently mix two runs. A workdir
-    whose run never reached a checkpoint (it stopped on an error) takes the new settings instead.
+    whose run never reached a checkpoint (it stopped on an error) takes the new settings instead. The
+    compute precision is part of the config (`with_precision`).
     """
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"
+    run_config = with_precision(run_config)
     if not _is_first_process():
         return _await_workdir(workdir, run_config, ignore)
     try:
@@ -368,6 +381,10 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore:
         )
         if not differing:
             return True
+        if _has_progress(workdir) and "precision" in differing:
+            raise FunmatchError(
+                f"workdir {workdir} holds a run computed in {previous['precision']}, this one computes in "
+                f"{current['precision']}: re-run with --precision {previous['precision']} to resume it, or use a new --workdir")
         if _has_progress(workdir):
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in differing[:6])
             raise FunmatchError(

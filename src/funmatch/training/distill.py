@@ -86,10 +86,24 @@ def _load_teacher(path, num_classes: int):
     if not pathlib.Path(path).exists():
         raise FunmatchError(f"--teacher {path}: no such file")
     teacher = models.load(path)
+    check_finite_weights(teacher, f"--teacher {path}")
     teacher_classes = int(models.contract(teacher)["num_classes"])
     if teacher_classes != num_classes:
         raise FunmatchError(f"--teacher {path}: the teacher has {teacher_classes} classes, the dataset has {num_classes}")
     return teacher
+
+
+def check_finite_weights(model, what: str) -> None:
+    """FunmatchError naming `what` and the first weight of `model` that holds NaN or Inf: a frozen teacher
+    like that makes every loss NaN, which would otherwise read as the student's divergence."""
+    import keras
+
+    for variable in model.weights:
+        if "float" in str(variable.dtype):
+            value = keras.ops.convert_to_numpy(keras.ops.all(keras.ops.isfinite(variable.value)))
+            if not bool(value):
+                raise FunmatchError(f"{what}: the teacher's weight {getattr(variable, 'path', variable.name)} holds "
+                                    "NaN or Inf; the teacher file is damaged or its training diverged")
 
 
 def _teacher_eval(workdir: pathlib.Path, teacher, config: Config, data_dir, splits, key: str | None = None,
@@ -144,7 +158,7 @@ def distill(
     from funmatch.evaluation.metrics import fidelity_metrics
     from funmatch.optim import make_optimizer
     from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir
-    from funmatch.training.loop import fit_resumable
+    from funmatch.training.loop import epoch_tensorboard, fit_resumable
 
     started = time.time()
     # --- Configuration and input checks: all before any compute. ---
@@ -266,7 +280,7 @@ def distill(
         keep_checkpoints=config.keep_checkpoints, evaluate=evaluate,
         eval_every=max(chunk, (config.eval_every // chunk) * chunk), progress=progress,
         description=f"distill {config.recipe}",
-        extra_callbacks=[keras.callbacks.TensorBoard(str(workdir / "tensorboard"), update_freq="epoch")]
+        extra_callbacks=[epoch_tensorboard(workdir / "tensorboard")]
         if runtime.is_writer() else [],
         budget={"max_wall_seconds": config.max_wall_seconds, "max_cpu_seconds": config.max_cpu_seconds},
     )

@@ -4,6 +4,13 @@ Keras' "epoch" is used as a *chunk* of `chunk_steps` optimizer steps: the state 
 keeps outside the Keras variables during an epoch) is synced at every chunk end, where we evaluate, log
 and checkpoint (`funmatch.training.checkpoints`). The data "epoch" (passes over the training set) is
 reported separately.
+
+No host sync per step: the device runs ahead of Python. The loss the step returns is read to the host
+every `check_every` steps (and at the first step and every chunk end), where the NaN and divergence
+guards and the progress bar look at it; the time budget reads only host clocks, and with several
+processes process 0 decides it at those same steps (one broadcast per `check_every` steps). Keras'
+own callback list would read every log to the host after every step (`fit` passes them through
+`float()`): `fit_resumable` hands `fit` a list that does not (`_StepCallbacks`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ BUDGET_KEYS = ("max_wall_seconds", "max_cpu_seconds")
 # loss), or a trainable weight this large in magnitude, stops the run (NaN is caught on its own).
 DIVERGENCE_FACTOR = 1e4
 WEIGHT_BOUND = 1e6
+CHECK_EVERY = 10  # steps between reads of the step's loss on the host (see the module docstring)
 
 
 def diverged(loss: float, lowest: float, first: float) -> bool:
@@ -107,11 +115,13 @@ def _build_loop_callback(
     previous_train_seconds: float = 0.0,
     previous_train_cpu_seconds: float = 0.0,
     budget: dict[str, float] | None = None,
+    check_every: int = CHECK_EVERY,
 ):
     import keras
 
     class LoopCallback(keras.callbacks.Callback):
-        """Step counting, progress bar, NaN guard, evaluation, logging and checkpoints at chunk ends."""
+        """Step counting, progress bar, NaN guard, time budget (`step_end`, called by `_StepCallbacks`);
+        evaluation, logging and checkpoints at chunk ends."""
 
         def __init__(self):
             super().__init__()
@@ -151,20 +161,41 @@ def _build_loop_callback(
             self.chunk_start_time = time.perf_counter()
             self.chunk_start_step = self.step
 
-        def on_train_batch_end(self, batch, logs=None):
+        def step_end(self, logs) -> None:
+            """After each step, with the step's logs as the device returned them (nothing read here but
+            every `check_every` steps, at the run's first step and at each chunk end)."""
             self.step += 1
-            loss = float(logs.get(loss_key, 0.0)) if logs else 0.0
+            chunk_end = self.step >= total_steps or self.step % chunk_steps == 0
+            if chunk_end or self.step % check_every == 0 or self.first_loss is None:
+                self.check(logs)
+            if self.step >= total_steps:
+                self.model.stop_training = True
+            elif budget:
+                several = runtime.process_info()[1] > 1
+                if several and not (chunk_end or self.step % check_every == 0):
+                    return  # every process stops at the same step: process 0 decides at the check points
+                self.stopped_by = budget_spent(budget, *self.spent())
+                if several:
+                    index = runtime.from_process_0(BUDGET_KEYS.index(self.stopped_by) if self.stopped_by else -1)
+                    self.stopped_by = BUDGET_KEYS[index] if index >= 0 else None
+                if self.stopped_by:  # Keras ends the chunk here: on_epoch_end evaluates and checkpoints
+                    self.model.stop_training = True
+
+        def check(self, logs) -> None:
+            """Reads the step's loss to the host: NaN and divergence guards, progress bar."""
+            value = (logs or {}).get(loss_key)
+            loss = float(keras.ops.convert_to_numpy(value)) if value is not None else 0.0
             if not math.isfinite(loss):
                 # Raise before any checkpoint of this chunk is written: the last good one stays intact.
                 raise FunmatchError(
-                    f"{loss_key} became {loss} at step {self.step}; stopped. {_kept(checkpointer)}; "
-                    "lower the learning rate or check the data"
+                    f"{loss_key} became {loss} by step {self.step} (read every {check_every} steps); stopped. "
+                    f"{_kept(checkpointer)}; lower the learning rate or check the data"
                 )
             if self.first_loss is None:
                 self.first_loss = self.lowest_loss = loss
             if diverged(loss, self.lowest_loss, self.first_loss):
                 raise FunmatchError(
-                    f"training diverged at step {self.step}: {loss_key} {loss:.4g} is over {DIVERGENCE_FACTOR:g}x its "
+                    f"training diverged by step {self.step}: {loss_key} {loss:.4g} is over {DIVERGENCE_FACTOR:g}x its "
                     f"lowest value {self.lowest_loss:.4g}; stopped. {_kept(checkpointer)}; lower the learning rate"
                 )
             self.lowest_loss = min(self.lowest_loss, loss)
@@ -172,16 +203,7 @@ def _build_loop_callback(
                 elapsed = time.perf_counter() - self.chunk_start_time
                 rate = (self.step - self.chunk_start_step) * images_per_step / max(elapsed, 1e-9)
                 self.bar.set_postfix_str(f"{loss_key}={loss:.4f} img/s={rate:,.0f}", refresh=False)
-                self.bar.update(1)
-            if self.step >= total_steps:
-                self.model.stop_training = True
-            elif budget:
-                self.stopped_by = budget_spent(budget, *self.spent())
-                if runtime.process_info()[1] > 1:  # every process stops at the same step: process 0's clocks
-                    index = runtime.from_process_0(BUDGET_KEYS.index(self.stopped_by) if self.stopped_by else -1)
-                    self.stopped_by = BUDGET_KEYS[index] if index >= 0 else None
-                if self.stopped_by:  # Keras ends the chunk here: on_epoch_end evaluates and checkpoints
-                    self.model.stop_training = True
+                self.bar.update(self.step - self.bar.n)
 
         def on_epoch_end(self, epoch, logs=None):
             elapsed = time.perf_counter() - self.chunk_start_time
@@ -229,6 +251,48 @@ def _build_loop_callback(
     return LoopCallback()
 
 
+def _has_step_hook(callback) -> bool:
+    """Whether `callback` overrides Keras' per-step end hook (it then needs the step's logs on the host)."""
+    import keras
+
+    base = keras.callbacks.Callback
+    return any(getattr(type(callback), name) is not getattr(base, name) for name in ("on_train_batch_end", "on_batch_end"))
+
+
+def _step_callbacks(model, loop, others: Sequence[Any], **params):
+    """A `keras.callbacks.CallbackList` for `fit` that reads nothing to the host after a step: `loop`
+    gets the step's logs as device values (`step_end`), and only callbacks that override a per-step end
+    hook get them as floats, every step, as Keras gives them (that costs a host sync per step: the
+    training loop's own callbacks have none)."""
+    import keras
+
+    class StepCallbacks(keras.callbacks.CallbackList):
+        def __init__(self):
+            super().__init__([loop, *others], add_history=True, model=model, **params)
+            self._async_train = False  # nothing per step to hand to a thread
+            self.per_step = [callback for callback in others if _has_step_hook(callback)]
+
+        def on_train_batch_end(self, batch, logs=None):
+            loop.step_end(logs)
+            if self.per_step:
+                host = {key: float(keras.ops.convert_to_numpy(value)) for key, value in (logs or {}).items()}
+                for callback in self.per_step:
+                    callback.on_train_batch_end(batch, host)
+
+    return StepCallbacks()
+
+
+def epoch_tensorboard(log_dir: os.PathLike):
+    """`keras.callbacks.TensorBoard` writing the chunk-end logs only (no per-step hook, so no host sync)."""
+    import keras
+
+    class EpochTensorBoard(keras.callbacks.TensorBoard):
+        on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
+        on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+    return EpochTensorBoard(str(log_dir), update_freq="epoch")
+
+
 def fit_resumable(
     model,
     make_dataset: Callable[[int], Any],
@@ -246,9 +310,14 @@ def fit_resumable(
     description: str = "train",
     extra_callbacks: Sequence[Any] = (),
     budget: dict[str, float] | None = None,
+    check_every: int = CHECK_EVERY,
 ) -> dict[str, Any]:
     """Run `model.fit` from the latest checkpoint in `workdir` up to `total_steps`, or until `budget`
     (see `budget_spent`; it counts over all resumes) is spent: the run then ends at that step.
+
+    The loss is read to the host every `check_every` steps (NaN, divergence, progress) and several
+    processes agree on the budget there; one process checks its budget after every step (host clocks).
+    `extra_callbacks` with a per-step end hook bring back a host sync per step (`_step_callbacks`).
 
     `make_dataset(start_step)` must return the training dataset positioned at `start_step` (the data
     pipeline's resume contract). `groups()` returns the variables that make up the state. Returns
@@ -290,13 +359,15 @@ def fit_resumable(
         previous_train_seconds=seconds,
         previous_train_cpu_seconds=cpu_seconds,
         budget=budget,
+        check_every=max(1, int(check_every)),
     )
     loggers = [keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True)] if runtime.is_writer() else []
-    callbacks = [loop, *loggers, *extra_callbacks]
+    epochs = math.ceil(total_steps / chunk_steps)
+    callbacks = _step_callbacks(model, loop, [*loggers, *extra_callbacks], epochs=epochs, steps=chunk_steps, verbose=0)
     model.fit(
         make_dataset(start_step),
         initial_epoch=start_step // chunk_steps,
-        epochs=math.ceil(total_steps / chunk_steps),
+        epochs=epochs,
         steps_per_epoch=chunk_steps,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles (deterministically, for exact resume)
