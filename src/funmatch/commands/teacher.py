@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes")
     parser.add_argument("--init", default=None,
                         help="checkpoint to fine-tune from: official BiT .npz, a funmatch .keras file, or a keras-hub "
-                             "preset (folder, kaggle:// or hf:// handle; imported with a head for the data's classes)")
+                             "preset (folder, kaggle:// or hf:// handle; imported with a head for the data's classes into WORKDIR/.init.keras)")
     add_budget_arguments(parser)
     runtime.add_launch_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -152,6 +152,7 @@ def load(path: str | os.PathLike) -> keras.Model:
     Raises FunmatchError naming `path` and the cause when the file is missing, is not a `.keras` archive
     (random bytes, truncated), or does not load (e.g. safe mode refusing a function it would have to run).
     """
+    import warnings
     import zipfile
 
     path = os.fspath(path)
@@ -169,7 +170,10 @@ def load(path: str | os.PathLike) -> keras.Model:
 
         _savedmodel_layer_class()  # registers the layer of an imported SavedModel
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with warnings.catch_warnings():
+            # A keras-hub task records its compile settings; funmatch compiles what it trains itself.
+            warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called as part of model loading")
+            return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types here; the user needs the path and cause.
         raise FunmatchError(f"{path}: could not load the model ({load_error_cause(error)})") from error
 

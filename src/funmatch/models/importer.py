@@ -320,8 +320,8 @@ def save_atomic(model, out) -> None:
 def init_model_file(init: str, num_classes: int, workdir) -> str:
     """`funmatch teacher --init`'s file: an official `.npz` checkpoint, a URL or tag and a funmatch `.keras`
     file pass through (the `.keras` file's class count checked against the data's); a keras-hub preset
-    (folder, handle, `hub:NAME`) is imported with a head of `num_classes` into `workdir/init.keras` once
-    (reruns resume from the same file). FunmatchError for a file that cannot be fine-tuned."""
+    (folder, handle, `hub:NAME`) is imported with a head of `num_classes` into `workdir/.init.keras` once
+    (reruns resume from the same file; hidden, as the run's own files decide what the workdir holds). FunmatchError for a file that cannot be fine-tuned."""
     import keras
 
     from funmatch.models.classifier import Classifier, load
@@ -342,7 +342,7 @@ def init_model_file(init: str, num_classes: int, workdir) -> str:
             raise FunmatchError(f"--init {init}: a SavedModel runs inference only and cannot be fine-tuned; use it "
                                 "as a teacher (funmatch models import) or start from its Keras model")
         return init  # a checkpoint path, URL or tag: funmatch.models.checkpoints resolves it
-    out = os.path.join(os.fspath(workdir), "init.keras")
+    out = os.path.join(os.fspath(workdir), ".init.keras")
     if not os.path.isfile(out):
         keras.utils.set_random_seed(0)  # a new head's initialisation is a function of the seed
         save_atomic(import_model(init, num_classes=int(num_classes)), out)

@@ -152,7 +152,7 @@ def create(name: str, num_classes: int, *, resolution: int | None = None, **kwar
         num_classes=num_classes,
         resolution=resolution,
         arch_kwargs=kwargs,
-        name=name.replace(".", "p"),
+        name=name.split("@")[0].replace(".", "p"),
     )
 
 
