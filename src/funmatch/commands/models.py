@@ -8,6 +8,11 @@
         --out teacher_112.keras
         (scores the same weights at each resolution on the validation split and writes the best; a model
         trained on random crops often does better evaluated a little larger than it was trained)
+    funmatch models import SOURCE --out teacher.keras [--num-classes 10] [--resolution 224] \
+        [--preprocessing 'mean=0.485,0.456,0.406 std=0.229,0.224,0.225'] [--weights FILE]
+        (any Keras image classifier as a funmatch model with an explicit preprocessing contract: a keras-hub
+        preset folder or kaggle:// / hf:// handle (its own image converter), keras.applications.NAME with
+        --weights, a .keras file or a TensorFlow SavedModel folder (these two need --preprocessing))
 
 Counting conventions: parameters = all weights; FLOPs per image, multiply-add = 2 FLOPs, convs
 and dense layers only (see `funmatch.models.flops`). BiT rows are computed from the architecture
@@ -32,7 +37,7 @@ def _add_list_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_list_options(parser, suppress=False)
-    sub = parser.add_subparsers(dest="models_command", metavar="{list,convert,resolution}")
+    sub = parser.add_subparsers(dest="models_command", metavar="{list,convert,resolution,import}")
     list_parser = sub.add_parser("list", help="list model names with parameters and FLOPs (default)")
     _add_list_options(list_parser, suppress=True)
     convert = sub.add_parser("convert", help="official BiT .npz checkpoint -> funmatch .keras file")
@@ -54,6 +59,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "else 0.8); recorded in the output")
     pick.add_argument("--out", required=True, help="output .keras file (the model at the chosen resolution)")
     pick.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    imported = sub.add_parser("import", help="any Keras image classifier -> funmatch .keras file with its contract")
+    imported.add_argument("source", metavar="SOURCE",
+                          help="a keras-hub preset folder or kaggle:// / hf:// handle, keras.applications.NAME, "
+                               "a .keras file, or a TensorFlow SavedModel folder")
+    imported.add_argument("--out", required=True, help="output .keras file")
+    imported.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    imported.add_argument("--num-classes", type=int, default=None,
+                          help="head size (default: the source's; another count gives a preset or keras.applications "
+                               "network a new, randomly initialised head)")
+    imported.add_argument("--resolution", type=int, default=None,
+                          help="input resolution (default: the preset's image converter, else the model's static input)")
+    imported.add_argument("--preprocessing", default=None,
+                          help="what the model expects, overriding the source's own: a keras.applications mode "
+                               "(tf, torch, caffe, raw) or range=LOW,HIGH or 'mean=R,G,B std=R,G,B' (on [0, 1] "
+                               "pixels); optionally bgr, interpolation=NAME, crop=FRACTION")
+    imported.add_argument("--weights", default=None, help="keras.applications: the weights file (with its top)")
+    imported.add_argument("--crop-fraction", type=float, default=None,
+                          help="the evaluation view's crop fraction to record (default: the preprocessing's)")
 
 
 def _rows(names, resolution, num_classes):
@@ -78,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
     from funmatch.errors import FunmatchError
     from funmatch.models import registry
 
+    if getattr(args, "models_command", None) == "import":
+        return _import(args)
     if getattr(args, "models_command", None) == "convert":
         from funmatch.models.checkpoints import convert_checkpoint
         from funmatch.models.classifier import contract
@@ -139,6 +164,33 @@ def _resolution(args: argparse.Namespace) -> int:
     pathlib.Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
     atomic_save_keras(chosen, args.out)
     print(f"chose {resolution} px (crop fraction {chosen.eval_crop_fraction:g}) on {args.split}; wrote {args.out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    import time
+
+    from funmatch.errors import FunmatchError
+
+    if not str(args.out).endswith(".keras"):
+        raise FunmatchError(f"--out {args.out}: a funmatch model file must end in .keras")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise FunmatchError(f"--num-classes: must be >= 1, got {args.num_classes}")
+    from funmatch.commands import check_place
+
+    source = args.source if os.path.exists(args.source) else None
+    check_place("--out", args.out, {"SOURCE": source, "--weights": args.weights}, kind="file", overwrite=args.overwrite)
+    from funmatch.models.flops import count_params
+    from funmatch.models.importer import import_model, save_atomic
+    from funmatch.models.preprocessing import describe
+
+    started = time.perf_counter()
+    model = import_model(args.source, num_classes=args.num_classes, resolution=args.resolution,
+                         preprocessing=args.preprocessing, weights=args.weights, crop_fraction=args.crop_fraction)
+    save_atomic(model, args.out)
+    print(f"wrote {args.out}: {model.arch}, {model.num_classes} classes, {model.resolution} px, "
+          f"{count_params(model):,} params, in {time.perf_counter() - started:.1f} s")
+    print(f"preprocessing ({model.preprocessing['source']}): {describe(model.preprocessing)}")
     return 0
 
 

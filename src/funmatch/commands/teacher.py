@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="RECIPE[:key=value,...]")
     parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes")
-    parser.add_argument("--init", default=None, help="checkpoint to fine-tune from: official BiT .npz or a .keras file")
+    parser.add_argument("--init", default=None,
+                        help="checkpoint to fine-tune from: official BiT .npz, a funmatch .keras file, or a keras-hub "
+                             "preset (folder, kaggle:// or hf:// handle; imported with a head for the data's classes into WORKDIR/.init.keras)")
     add_budget_arguments(parser)
     runtime.add_launch_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -27,5 +29,11 @@ def main(args: argparse.Namespace) -> int:
     runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.labels import train_teacher  # the library (and Keras) after the cheap checks
 
-    train_teacher(config, args.data, args.workdir, init=args.init, progress=not args.no_progress)
+    init = args.init
+    if init is not None:  # a preset becomes a funmatch model file in the workdir first
+        from funmatch.data.tfrecords import load_card
+        from funmatch.models.importer import init_model_file
+
+        init = init_model_file(init, int(load_card(args.data)["num_classes"]), args.workdir)
+    train_teacher(config, args.data, args.workdir, init=init, progress=not args.no_progress)
     return 0

@@ -12,6 +12,10 @@ Formats and how each is produced and read back (B, the batch dimension, stays dy
                                                               -> tf.lite.Interpreter
     onnx        `.onnx`. tensorflow: `model.export(format="onnx")` = tf2onnx (needs `tf2onnx`, `onnx`);
                 jax: Keras uses `jax2onnx`         -> onnxruntime.InferenceSession (needs `onnxruntime`)
+    keras-hub   a keras-hub preset folder (`save_to_preset`) of a keras-hub student (`hub:` / `hub_random:`),
+                its preprocessor built from the model's contract (the converter takes RGB pixels in [0, 255]),
+                and a model card (README.md, funmatch_card.json: `funmatch.export.card`)
+                                                              -> keras_hub.models.ImageClassifier.from_preset
     tflite-int8 `.tflite`, post-training int8 quantization: weights and activations int8, input and output
                 float32 (a drop-in for the float file). The SavedModel above through `tf.lite.TFLiteConverter`
                 with a representative dataset: `calibration_images` images of a prepared data folder's train
@@ -42,9 +46,10 @@ import numpy as np
 from funmatch import outputs
 from funmatch.errors import FunmatchError
 
-FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx")
+FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx", "keras-hub")
 # File name ending each format needs (None: a folder).
-SUFFIXES = {"keras": ".keras", "savedmodel": None, "tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx"}
+SUFFIXES = {"keras": ".keras", "savedmodel": None, "tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx",
+            "keras-hub": None}
 # Formats quantized from calibration data (`data_dir`), checked by top-1 agreement instead of atol.
 QUANTIZED = ("tflite-int8",)
 DEFAULT_CALIBRATION_IMAGES = 300
@@ -73,6 +78,10 @@ def check_format_supported(format: str, backend: str | None = None) -> None:
         raise FunmatchError(
             f"--format {format}: not available on the {backend} backend; run with KERAS_BACKEND=tensorflow (or jax)"
         )
+    if format == "keras-hub" and _missing("keras_hub"):
+        from funmatch.models.hub import INSTALL
+
+        raise FunmatchError(f"--format keras-hub needs keras-hub, which is not installed: {INSTALL}")
     if format == "onnx":
         if backend == "tensorflow":
             missing = _missing("tf2onnx", "onnx", "onnxruntime")
@@ -98,11 +107,11 @@ def _check_out_path(out: pathlib.Path, format: str, overwrite: bool) -> None:
     if suffix is not None and out.suffix != suffix:
         raise FunmatchError(f"--out {out}: a {format} file must end in {suffix}")
     if suffix is None and out.suffix in (".keras", ".tflite", ".onnx", ".h5"):
-        raise FunmatchError(f"--out {out}: a savedmodel is a folder; give a folder name, not a {out.suffix} file")
+        raise FunmatchError(f"--out {out}: a {format} is a folder; give a folder name, not a {out.suffix} file")
     if out.is_dir() and suffix is not None:
         raise FunmatchError(f"--out {out}: is a folder, expected a {suffix} file")
     if out.is_file() and suffix is None:
-        raise FunmatchError(f"--out {out}: is a file, expected a savedmodel folder")
+        raise FunmatchError(f"--out {out}: is a file, expected a {format} folder")
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -233,6 +242,47 @@ def _write_onnx(model, out: pathlib.Path, resolution: int) -> None:
         model.export(str(out), format="onnx", verbose=False, input_signature=_input_signature(resolution))
 
 
+def _write_keras_hub(model, out: pathlib.Path, resolution: int) -> None:
+    """The keras-hub ImageClassifier inside `model`, with a preprocessor made from its contract, as a preset."""
+    from funmatch.models.hub import hub_task
+
+    task = hub_task(model)
+    if task is None:
+        raise FunmatchError(f"--format keras-hub: the model ({getattr(model, 'arch', model.name)}) is not a keras-hub "
+                            "model; students built from a preset (student=hub:PRESET) can be written as one")
+    preprocessing = model.preprocessing
+    if preprocessing["channel_order"] != "rgb":
+        raise FunmatchError("--format keras-hub: keras-hub image converters take RGB; this model takes BGR")
+    preprocessor_class = type(task).preprocessor_cls
+    converter = preprocessor_class.image_converter_cls(
+        image_size=(resolution, resolution), scale=list(preprocessing["scale"]), offset=list(preprocessing["offset"]),
+        interpolation=preprocessing["interpolation"], antialias=preprocessing["antialias"])
+    task.preprocessor = preprocessor_class(image_converter=converter)
+    try:
+        task.save_to_preset(str(out))
+    finally:
+        task.preprocessor = None  # funmatch feeds the model itself
+
+
+def _read_keras_hub(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Runs the preset as keras-hub users do: its own preprocessor on RGB pixels in [0, 255]."""
+    import keras_hub
+
+    loaded = keras_hub.models.ImageClassifier.from_preset(str(path))
+    return lambda images: np.asarray(loaded.predict((images + 1.0) * 127.5, verbose=0))
+
+
+def _write_card(model, model_path, out: pathlib.Path) -> None:
+    import json
+
+    from funmatch.export.card import model_card, render_markdown
+
+    card = model_card(model, model_path)
+    title = pathlib.Path(model_path).stem if model_path is not None else model.name
+    (out / "funmatch_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    (out / "README.md").write_text(render_markdown(card, title))
+
+
 def _read_keras(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
     from funmatch import models
 
@@ -277,9 +327,10 @@ def _read_onnx(path: pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda images: np.asarray(session.run(None, {input_name: images})[0])
 
 
-WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
+WRITERS = {"keras": _write_keras, "savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx,
+           "keras-hub": _write_keras_hub}
 READERS = {"keras": _read_keras, "savedmodel": _read_savedmodel, "tflite": _read_tflite, "tflite-int8": _read_tflite,
-           "onnx": _read_onnx}
+           "onnx": _read_onnx, "keras-hub": _read_keras_hub}
 
 
 def load_exported(path, format: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -334,7 +385,7 @@ def export_model(
     folder = SUFFIXES[format] is None
     outputs.check_output(out, kind="folder" if folder else "file", overwrite=overwrite,
                          inputs={"MODEL": model if isinstance(model, (str, os.PathLike)) else None, "--data": data_dir})
-    model, _ = resolve_model(model, "model")
+    model, model_path = resolve_model(model, "model")
     resolution = input_resolution(model)
 
     if format in QUANTIZED:
@@ -354,6 +405,8 @@ def export_model(
         else:
             WRITERS[format](model, temporary, resolution)
             result = _check_float(model, temporary, out, format, backend, resolution, seed, atol, rtol)
+            if format == "keras-hub":  # a preset travels with its model card
+                _write_card(model, model_path, temporary)
         if folder:
             outputs.write_marker(temporary, "export")
         outputs.swap_in(temporary, out)
@@ -380,14 +433,13 @@ def _check_float(model, temporary, out, format, backend, resolution, seed, atol,
         worst = max(worst, float(difference.max()))
         worst_excess = max(worst_excess, float((difference - (atol + rtol * np.abs(expected))).max()))
         num_images += batch_size
-    result = {**_describe(format, out, backend, resolution, worst), "atol": atol, "rtol": rtol, "num_images": num_images}
     if not worst_excess <= 0:  # also catches nan
         kept = _rejected(temporary, out)
         raise FunmatchError(
             f"--out {out}: the {format} artefact differs from the Keras model by up to {worst:.3g} "
             f"(tolerance atol {atol:g} + rtol {rtol:g}·|logit|); it is left for inspection at {kept}, --out is unchanged"
         )
-    return result
+    return {**_describe(format, out, backend, resolution, worst), "atol": atol, "rtol": rtol, "num_images": num_images}
 
 
 def _describe(format, out, backend, resolution, max_abs_diff) -> dict[str, Any]:

@@ -5,6 +5,12 @@ config, the contract funmatch needs to feed it correctly: the architecture name,
 classes, the expected resolution and the input value range. The contract survives a `.keras`
 save and a safe-mode `keras.models.load_model`, so a saved teacher tells the eval pipeline how to
 preprocess its inputs.
+
+Every funmatch pipeline hands a model the same thing: its crop window at the contract's resolution, RGB in
+[-1, 1]. A model from elsewhere (`funmatch models import`, a keras-hub student) expects its own input: a
+value range or mean/std, maybe BGR. Its `preprocessing` (see `funmatch.models.preprocessing`) records that,
+and `call` maps the [-1, 1] window to it, one per-channel affine map inside the model: teacher and student
+see the same window, each in its own preprocessing (timm renormalises a teacher's batch the same way).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Classifier(keras.Model):
       arch_kwargs: the keyword arguments given to `funmatch.models.create` (for the record).
       eval_crop_fraction: the evaluation view the model was scored at by the run that wrote it:
         `resize_small(round(R / f))|central_crop(R)` with f = eval_crop_fraction (None: not recorded).
+      preprocessing: the backbone's own input (`funmatch.models.preprocessing.normalize`): RGB pixels in
+        [0, 255], channel order, then `pixel * scale + offset` per channel. None: the backbone takes [-1, 1].
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class Classifier(keras.Model):
         value_range=VALUE_RANGE,
         arch_kwargs: dict | None = None,
         eval_crop_fraction: float | None = None,
+        preprocessing: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -52,6 +61,9 @@ class Classifier(keras.Model):
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.arch_kwargs = dict(arch_kwargs or {})
         self.eval_crop_fraction = None if eval_crop_fraction is None else float(eval_crop_fraction)
+        from funmatch.models.preprocessing import normalize
+
+        self.preprocessing = None if preprocessing is None else normalize(preprocessing)
         if backbone.built:
             # The functional backbone already owns its variables; nothing to build here.
             self.built = True
@@ -62,6 +74,10 @@ class Classifier(keras.Model):
         self.built = True
 
     def call(self, images, training=None):
+        if self.preprocessing is not None:
+            from funmatch.models.preprocessing import to_model_input
+
+            images = to_model_input(images, self.preprocessing)
         return self.backbone(images, training=training)
 
     def compute_output_shape(self, input_shape):
@@ -69,13 +85,16 @@ class Classifier(keras.Model):
 
     @property
     def contract(self) -> dict:
-        return {
+        out = {
             "arch": self.arch,
             "num_classes": self.num_classes,
             "resolution": self.resolution,
             "value_range": self.value_range,
             "eval_crop_fraction": self.eval_crop_fraction,
         }
+        if self.preprocessing is not None:  # a model from elsewhere: what its backbone itself takes
+            out["preprocessing"] = dict(self.preprocessing)
+        return out
 
     def get_config(self):
         config = {
@@ -90,6 +109,8 @@ class Classifier(keras.Model):
         }
         if self.eval_crop_fraction is not None:  # absent in files written before it was recorded
             config["eval_crop_fraction"] = self.eval_crop_fraction
+        if self.preprocessing is not None:
+            config["preprocessing"] = dict(self.preprocessing)
         return config
 
     @classmethod
@@ -101,7 +122,8 @@ class Classifier(keras.Model):
 
 def contract(model: keras.Model) -> dict:
     """The preprocessing contract of a funmatch model: `{"arch": str, "num_classes": int, "resolution": int,
-    "value_range": (-1.0, 1.0), "eval_crop_fraction": float | None}` (the run's evaluation view, if recorded).
+    "value_range": (-1.0, 1.0), "eval_crop_fraction": float | None}` (the run's evaluation view, if recorded),
+    plus `"preprocessing"` (the backbone's own input, see `Classifier`) for a model from elsewhere.
 
     Raises FunmatchError for a model that was not made by `funmatch.models.create` (no contract).
     """
@@ -130,6 +152,7 @@ def load(path: str | os.PathLike) -> keras.Model:
     Raises FunmatchError naming `path` and the cause when the file is missing, is not a `.keras` archive
     (random bytes, truncated), or does not load (e.g. safe mode refusing a function it would have to run).
     """
+    import warnings
     import zipfile
 
     path = os.fspath(path)
@@ -137,10 +160,34 @@ def load(path: str | os.PathLike) -> keras.Model:
         raise FunmatchError(f"{path}: model file not found")
     if os.path.isfile(path) and not zipfile.is_zipfile(path):
         raise FunmatchError(f"{path}: not a .keras file (not a zip archive: truncated, damaged or another format)")
+    names = _config_names(path) if os.path.isfile(path) else b""
+    if b'"keras_hub' in names:
+        from funmatch.models.hub import require_keras_hub
+
+        require_keras_hub(f"{path}: a keras-hub model")  # importing it registers its classes with Keras
+    if b'"funmatch>SavedModelLayer"' in names:
+        from funmatch.models.importer import _savedmodel_layer_class
+
+        _savedmodel_layer_class()  # registers the layer of an imported SavedModel
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with warnings.catch_warnings():
+            # A keras-hub task records its compile settings; funmatch compiles what it trains itself.
+            warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called as part of model loading")
+            return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types here; the user needs the path and cause.
         raise FunmatchError(f"{path}: could not load the model ({load_error_cause(error)})") from error
+
+
+def _config_names(path: str) -> bytes:
+    """The `.keras` archive's config.json (read from the zip, nothing imported; b"" when unreadable): which
+    optional classes (keras-hub's, an imported SavedModel's) must be registered before loading."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read("config.json")
+    except (KeyError, zipfile.BadZipFile, OSError):
+        return b""  # keras.models.load_model names the damage
 
 
 def load_error_cause(error: BaseException) -> str:
