@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from funmatch.data import ops
+from funmatch.data import pipeline as pipeline_module
 from funmatch.data.pipeline import eval_dataset, num_examples, train_dataset
 from funmatch.data.tfrecords import load_card, read_records
 from funmatch.errors import FunmatchError
@@ -102,12 +103,42 @@ def test_resume_does_not_decode_skipped_examples(tiny_dataset):
 
 
 def test_train_shards_of_two_processes_are_disjoint(tiny_dataset):
+    # 4 shards (3, 3, 3, 1 records) over 2 processes: each reads only its block of files, 0-1 and 2-3.
     seen = []
-    for process in range(2):
-        batches = take(train_dataset(tiny_dataset, "train", TRAIN_SPEC, 5, process_index=process, process_count=2), 1)
-        seen.append(set(batches[0]["index"].tolist()))
-    assert seen[0].isdisjoint(seen[1])
-    assert seen[0] | seen[1] == set(range(10))
+    for process, epoch in ((0, 6), (1, 4)):
+        batches = take(train_dataset(tiny_dataset, "train", TRAIN_SPEC, 2, process_index=process, process_count=2),
+                       epoch // 2)
+        seen.append(sorted(int(i) for batch in batches for i in batch["index"]))
+    assert seen == [list(range(6)), list(range(6, 10))]
+
+
+def test_fewer_shards_than_processes_share_records_in_turn(tiny_dataset):
+    seen = []
+    for process in range(5):  # 4 shards, 5 processes: process p keeps the records i % 5 == p
+        batches = take(train_dataset(tiny_dataset, "train", TRAIN_SPEC, 2, process_index=process, process_count=5), 1)
+        seen.append(sorted(batches[0]["index"].tolist()))
+    assert seen == [[p, p + 5] for p in range(5)]
+
+
+def test_eval_by_file_reads_only_its_shards_and_counts_each_example_once(tiny_dataset, monkeypatch):
+    from funmatch.data import tfrecords
+
+    read = []
+    real_read = tfrecords.read_records
+
+    def spy(data_dir, split, shards=None):
+        read.append(list(shards) if shards is not None else None)
+        return real_read(data_dir, split, shards)
+
+    monkeypatch.setattr(pipeline_module, "read_records", spy)
+    for stride, expected in ((1, list(range(10))), (3, [0, 3, 6, 9])):
+        read.clear()
+        per_process = [list(eval_dataset(tiny_dataset, "train", EVAL_SPEC, 2, process_index=p, process_count=2,
+                                         stride=stride, by_file=True).as_numpy_iterator()) for p in range(2)]
+        assert read == [[0, 1], [2, 3]]
+        assert len(per_process[0]) == len(per_process[1])  # the same number of batches on every process
+        real = [int(i) for batches in per_process for b in batches for i, m in zip(b["index"], b["_mask"]) if m]
+        assert real == expected
 
 
 def test_processes_get_different_augmentations_of_their_examples(tiny_dataset):

@@ -9,8 +9,10 @@ the batches k, k+1, ... of a fresh run, without decoding what it skips.
 Eval: every example exactly once, the last batch padded to `batch_size`; a `_mask` key (float32
 [B], 1 for real examples) is in every batch.
 
-Multi-host: each process reads the records i with i % process_count == process_index;
-`batch_size` is the per-process batch.
+Multi-host: when the split has at least as many shards as processes, each process reads only its own
+contiguous block of shards (`file_blocks`: process p the shards p·F/P .. (p+1)·F/P - 1), so P processes
+read the split once between them; with fewer shards than processes, each reads every record and keeps
+those with i % process_count == process_index. `batch_size` is the per-process batch.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 from funmatch.data import ops
-from funmatch.data.tfrecords import parse_example, read_records, shard_paths, split_info
+from funmatch.data.tfrecords import parse_example, read_records, shard_lengths, shard_paths, split_info
 from funmatch.errors import FunmatchError
 
 MASK_KEY = "_mask"
@@ -46,6 +49,15 @@ def _process_defaults(process_index, process_count) -> tuple[int, int]:
     if not (0 <= process_index < process_count):
         raise FunmatchError(f"process_index must be in 0..{process_count - 1}, got {process_index}")
     return int(process_index), int(process_count)
+
+
+def file_blocks(data_dir, split: str, process_count: int) -> list[range] | None:
+    """The shards each process reads: `process_count` contiguous blocks of the split's F shards
+    (process p: shards p·F//P .. (p+1)·F//P - 1), or None when there are fewer shards than processes."""
+    num_shards = int(split_info(data_dir, split)["num_shards"])
+    if num_shards < process_count:
+        return None
+    return [range(p * num_shards // process_count, (p + 1) * num_shards // process_count) for p in range(process_count)]
 
 
 def _examples_in_process(total: int, process_index: int, process_count: int) -> int:
@@ -140,17 +152,23 @@ def train_dataset(
     if start_step < 0:
         raise FunmatchError(f"start_step must be >= 0, got {start_step}")
     process_index, process_count = _process_defaults(process_index, process_count)
-    local_count = _examples_in_process(num_examples(data_dir, split), process_index, process_count)
+    blocks = file_blocks(data_dir, split, process_count)
+    block = None if blocks is None else blocks[process_index]
+    if block is None:
+        local_count = _examples_in_process(num_examples(data_dir, split), process_index, process_count)
+    else:
+        local_count = sum(shard_lengths(data_dir, split)[i] for i in block)
     if local_count == 0:
         raise FunmatchError(f"{data_dir}: split {split!r} has no examples for process {process_index} of {process_count}")
     buffer = shuffle_buffer or min(local_count, MAX_DEFAULT_SHUFFLE_BUFFER)
     preprocess, batch_fn = ops.get_split_preprocess_fns(pp_spec)
     finalize = _finalize(pp_spec)
 
-    records = read_records(data_dir, split)
+    records = read_records(data_dir, split, block)
     windowed = buffer < local_count  # the buffer sees a window of the split: interleave shards per epoch
     if not windowed:
-        records = records.shard(process_count, process_index)
+        if block is None:
+            records = records.shard(process_count, process_index)
         if cache is None or cache:
             records = records.cache()
 
@@ -159,6 +177,8 @@ def train_dataset(
     seed_tensor = tf.constant(seed, tf.int64)
 
     paths = shard_paths(data_dir, split, int(split_info(data_dir, split)["num_shards"]))
+    if block is not None:
+        paths = [paths[i] for i in block]
 
     def one_epoch(epoch):
         epoch_seed = seed_tensor * _EPOCH_SEED_MULTIPLIER + epoch
@@ -171,8 +191,9 @@ def train_dataset(
                                        cycle_length=min(len(paths), 16), block_length=1,
                                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         interleaved = interleaved.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return interleaved.shard(process_count, process_index).shuffle(buffer, seed=epoch_seed,
-                                                                      reshuffle_each_iteration=False)
+        if block is None:
+            interleaved = interleaved.shard(process_count, process_index)
+        return interleaved.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
     with _without_global_seed():
         stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)
@@ -210,23 +231,45 @@ def eval_dataset(
     *,
     process_index: int | None = None,
     process_count: int | None = None,
+    stride: int = 1,
+    by_file: bool = False,
 ) -> tf.data.Dataset:
-    """A finite pass over `split`: every example exactly once, in index order per process.
+    """A finite pass over `split` (over the examples whose index is a multiple of `stride`): every
+    example exactly once over the processes, in index order per process.
 
-    All processes yield the same number of batches, ceil(ceil(N / process_count) / batch_size),
-    each of exactly `batch_size`; padding examples are zeros with `_mask` 0.
+    Processes share the examples record by record (process p: i % process_count == p), or, with `by_file`
+    and at least as many shards as processes, by shard block (`file_blocks`: each process reads only its
+    own files). All processes yield the same number of batches (that of the process with the most
+    examples), each of exactly `batch_size`; padding examples are zeros with `_mask` 0.
 
     Returns:
       tf.data.Dataset of dicts of batched tensors with the pp spec's keys plus `_mask` float32 [B].
     """
     if batch_size < 1:
         raise FunmatchError(f"batch_size must be >= 1, got {batch_size}")
+    if stride < 1:
+        raise FunmatchError(f"stride must be >= 1, got {stride}")
     process_index, process_count = _process_defaults(process_index, process_count)
     total = num_examples(data_dir, split)
     if total == 0:
         raise FunmatchError(f"{data_dir}: split {split!r} is empty")
-    local_count = _examples_in_process(total, process_index, process_count)
-    max_local = _examples_in_process(total, 0, process_count)
+    blocks = file_blocks(data_dir, split, process_count) if by_file else None
+    if blocks is None:
+        # Examples i with i % stride == 0, dealt out in turn: process p keeps i % (stride·P) == stride·p.
+        local_count = _examples_in_process(total, stride * process_index, stride * process_count)
+        max_local = _examples_in_process(total, 0, stride * process_count)
+        everything = read_records(data_dir, split)
+        mine = everything.shard(stride * process_count, stride * process_index)
+    else:
+        starts = np.concatenate([[0], np.cumsum(shard_lengths(data_dir, split))])
+
+        def in_block(block):  # indices starts[block.start] .. starts[block.stop] - 1 that are multiples of stride
+            return int(-(-starts[block.stop] // stride) - -(-starts[block.start] // stride))
+
+        local_count = in_block(blocks[process_index])
+        max_local = max(in_block(block) for block in blocks)
+        everything = read_records(data_dir, split, blocks[process_index])
+        mine = everything if stride == 1 else everything.filter(lambda r: r["index"] % stride == 0)
     num_batches = -(-max_local // batch_size)
     padding = num_batches * batch_size - local_count
 
@@ -241,14 +284,11 @@ def eval_dataset(
         return {**{k: tf.zeros_like(v) for k, v in finalize(preprocess(example)).items()},
                 MASK_KEY: tf.constant(0.0, tf.float32)}
 
-    records = read_records(data_dir, split)
-    stream = records.shard(process_count, process_index).map(
-        real, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    stream = mine.map(real, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if padding:
-        stream = stream.concatenate(records.take(1).map(fake).repeat(padding))
+        stream = stream.concatenate(everything.take(1).map(fake).repeat(padding))
     stream = _apply_batch_fn(stream.batch(batch_size, drop_remainder=True), batch_fn).prefetch(tf.data.AUTOTUNE)
     return stream.with_options(_options())
 
 
-__all__ = ["MASK_KEY", "eval_dataset", "num_examples", "train_dataset"]
+__all__ = ["MASK_KEY", "eval_dataset", "file_blocks", "num_examples", "train_dataset"]

@@ -310,9 +310,19 @@ def verify_dataset(data_dir) -> dict[str, int]:
     return {split: int(info["num_shards"]) for split, info in card["splits"].items()}
 
 
-def read_records(data_dir, split: str) -> tf.data.Dataset:
-    """The undecoded records of `split`, in index order (deterministic), checked against the card once
-    per process (`verify_split`).
+def shard_lengths(data_dir, split: str, card: dict | None = None) -> list[int]:
+    """Records per shard of `split`: the card's figures (checked by `verify_split`), or counted for a card
+    written before they were kept."""
+    card = load_card(data_dir) if card is None else card
+    info = split_info(data_dir, split, card)
+    if info.get("shard_lengths") is not None:
+        return [int(n) for n in info["shard_lengths"]]
+    return [count_records(p) for p in shard_paths(data_dir, split, info["num_shards"])]
+
+
+def read_records(data_dir, split: str, shards: range | None = None) -> tf.data.Dataset:
+    """The undecoded records of `split` (of its shards numbered in `shards` only, when given), in index
+    order (deterministic), checked against the card once per process (`verify_split`).
 
     Yields dicts `{"image": string (JPEG bytes), "label": int64, "id": string, "index": int64}`.
     """
@@ -322,6 +332,8 @@ def read_records(data_dir, split: str) -> tf.data.Dataset:
         if not os.path.isfile(path):
             raise FunmatchError(f"{path}: shard listed in the dataset card is missing")
     verify_split(data_dir, split)
+    if shards is not None:
+        paths = [paths[i] for i in shards]
     records = tf.data.TFRecordDataset(paths, buffer_size=8 << 20)
     return records.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -339,6 +351,7 @@ __all__ = [
     "read_records",
     "serialize_example",
     "shard_name",
+    "shard_lengths",
     "shard_paths",
     "split_info",
     "verify_dataset",

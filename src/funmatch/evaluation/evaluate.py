@@ -3,7 +3,9 @@
 Building blocks (also used by training):
 
 * `predict_logits` runs a model on the padded eval batches of `funmatch.data.pipeline.eval_dataset`
-  and drops the padding with the `_mask` key, so every example is counted exactly once.
+  and drops the padding with the `_mask` key, so every example is counted exactly once. On several
+  processes (`split_logits`) each evaluates its own block of the split's files and the shares are
+  gathered: the split is evaluated once between them, and every process gets the whole result.
 * `fidelity_metrics` computes, from logits and labels, accuracy top-1/top-5 of the student (and
   teacher), student–teacher agreement top-1/top-5 and the mean KL(teacher ‖ student) at T = 1,
   through the same `distance` used by the training loss.

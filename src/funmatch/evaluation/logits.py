@@ -55,11 +55,42 @@ def predict_logits(model, dataset, *, image_key: str = "image", progress: bool =
 
 def split_logits(model, data_dir, split, spec, batch_size, max_examples=0) -> dict[str, np.ndarray]:
     """Logits of `model` on `split`; with `max_examples`, on a strided subset (every k-th example,
-    so that a class-sorted split still gives a subset spread over all classes)."""
+    so that a class-sorted split still gives a subset spread over all classes).
+
+    With several processes each evaluates its own share (the split's shard blocks, read by no other
+    process; `pipeline.eval_dataset(by_file=True)`) and the shares are gathered, so every process returns
+    the whole result, each example counted once, in index order.
+    """
+    from funmatch import runtime
     from funmatch.data import pipeline
 
     total = pipeline.num_examples(data_dir, split)
     stride = -(-total // max_examples) if max_examples and total > max_examples else 1
-    # The eval pipeline's process sharding (examples i with i % count == index) gives the strided subset.
-    dataset = pipeline.eval_dataset(data_dir, split, spec, batch_size, process_index=0, process_count=stride)
-    return predict_logits(model, dataset)
+    process_index, process_count = runtime.process_info()
+    dataset = pipeline.eval_dataset(data_dir, split, spec, batch_size, process_index=process_index,
+                                    process_count=process_count, stride=stride, by_file=True)
+    result = predict_logits(model, dataset)
+    if process_count == 1:
+        return result
+    gathered = _gather_processes(result)
+    if "index" in gathered:
+        order = np.argsort(gathered["index"], kind="stable")
+        gathered = {key: value[order] for key, value in gathered.items()}
+    return gathered
+
+
+def _gather_processes(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every process's rows of `result`, concatenated in process order, on every process (JAX collectives;
+    the shares may differ in length by the padding each process dropped)."""
+    from jax.experimental import multihost_utils
+
+    count = int(len(result["labels"]))
+    counts = np.asarray(multihost_utils.process_allgather(np.array([count], np.int32))).reshape(-1)
+    longest = int(counts.max())
+    padded = {key: np.concatenate([value, np.zeros((longest - count, *value.shape[1:]), value.dtype)])
+              for key, value in result.items()}
+    # int64 would be narrowed to int32 by JAX without x64: labels and indices are sent as int32.
+    sent = {key: value.astype(np.int32) if value.dtype == np.int64 else value for key, value in padded.items()}
+    stacked = multihost_utils.process_allgather(sent)
+    return {key: np.concatenate([np.asarray(stacked[key])[p, :n] for p, n in enumerate(counts)]).astype(result[key].dtype)
+            for key in result}
