@@ -259,14 +259,20 @@ def _assert_same_bits(first, second):
 
 
 def test_view_cache_yields_the_same_batches_bit_for_bit(store, data, caplog):
-    """With and without the view cache: the same batches (images, targets, labels, indices, views) over
-    several passes, and from a resumed step."""
+    """With the decoded cache and the view cache (the default), the view cache alone, and neither: the same
+    batches (images, targets, labels, indices, views) over several passes, and from a resumed step."""
     import logging
 
     store_dir, _ = store
     with caplog.at_level(logging.INFO, logger="funmatch.targets"):
         cached = _stream(store_dir, data, 13, resolution=32, seed=6, batch_size=8)  # 2 passes and one more batch
     assert any("each view decoded once per pass" in r.getMessage() for r in caplog.records)
+    assert any("each image decoded once for all of its views" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):
+        undecoded = _stream(store_dir, data, 13, resolution=32, seed=6, batch_size=8, decoded_cache_max_bytes=0)
+    assert any("decoded cache: off" in r.getMessage() for r in caplog.records)
+    _assert_same_bits(cached, undecoded)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="funmatch.targets"):
         plain = _stream(store_dir, data, 13, resolution=32, seed=6, batch_size=8, view_cache_max_bytes=0)
@@ -287,6 +293,9 @@ def test_view_cache_views_for_the_teacher_are_the_same_bits(store, data):
     cached = list(targets.views_dataset(card, data, units, 64, 16, view_cache=True).as_numpy_iterator())
     _assert_same_bits(plain, cached)
     assert [int(v) for b in cached for v in b["view"][::16]] == [1, 0, 0, 2, 1]
+    from funmatch.distill.targets.decoded import decoded_views_dataset  # every image decoded once
+
+    _assert_same_bits(plain, list(decoded_views_dataset(card, data, units, 64, 16).as_numpy_iterator()))
     maker = targets.ViewMaker(card, 64)  # ... and they are the per-example views of the store's definition
     record = next(iter(targets._records_from([str(data / f) for f in card["data"]["files"]],
                                              card["data"]["file_starts"], 48, 32, 1)))
@@ -298,17 +307,53 @@ def test_view_cache_views_for_the_teacher_are_the_same_bits(store, data):
 
 
 def test_generation_with_and_without_the_view_cache_stores_the_same_bits(store, data, teacher, tmp_path, capsys):
+    """The default (every image decoded once for its K views), the pass's view cache, and one decode per
+    view: the same stored bits."""
     from funmatch.distill import targets
 
-    store_dir, card = store  # generated with the default: no view cache
+    store_dir, card = store  # generated with the default: the decoded cache, no view cache
     cached = targets.generate(teacher, data, tmp_path / "cached", views=3, batch_size=16, seed=5, progress=True,
-                              view_cache_max_bytes=targets.VIEW_CACHE_MAX_BYTES)
+                              view_cache_max_bytes=targets.VIEW_CACHE_MAX_BYTES, decoded_cache_max_bytes=0)
     assert "each view decoded once per pass" in capsys.readouterr().err
+    plain = targets.generate(teacher, data, tmp_path / "plain", views=3, batch_size=16, seed=5, progress=True,
+                             decoded_cache_max_bytes=0)
+    err = capsys.readouterr().err
+    assert "view cache: not used" in err and "decoded cache: off" in err
     for view in range(3):
-        np.testing.assert_array_equal(targets.read_targets(store_dir, card, view).view(np.uint8),
-                                      targets.read_targets(tmp_path / "cached", cached, view).view(np.uint8))
-    targets.generate(teacher, data, tmp_path / "plain", views=1, batch_size=16, seed=5, progress=True)
-    assert "view cache: not used" in capsys.readouterr().err
+        for other, other_card in ((tmp_path / "cached", cached), (tmp_path / "plain", plain)):
+            np.testing.assert_array_equal(targets.read_targets(store_dir, card, view).view(np.uint8),
+                                          targets.read_targets(other, other_card, view).view(np.uint8))
+    targets.generate(teacher, data, tmp_path / "default", views=1, batch_size=16, seed=5, progress=True)
+    assert "each image decoded once for all of its views" in capsys.readouterr().err
+
+
+def test_a_format_1_store_is_read_with_its_own_crop_decoded_views(data, teacher, tmp_path, caplog):
+    """Format 1 cut its views from crop-decoded JPEGs: such a store is still read bit for bit with its own
+    views (no decoded cache), and fits a run whose template is format 2's."""
+    import logging
+
+    from funmatch import models
+    from funmatch.distill import targets
+
+    old = targets.view_spec().replace("decode|inception_crop(", "decode_jpeg_and_inception_crop(")
+    out = tmp_path / "v1"
+    targets.generate(teacher, data, out, views=2, batch_size=16, seed=5, view_template=old, progress=False)
+    written = json.loads((out / "targets.json").read_text())
+    (out / "targets.json").write_text(json.dumps({**written, "format": "funmatch-targets/1"}))
+    card = targets.load_card(out)
+    targets.check_card(card, teacher_path=teacher, data_dir=data, num_classes=4, mode="function_matching",
+                       view_template=targets.view_spec(), teacher_resolution=64, mixup_p=1.0, split="train",
+                       targets_dir=out)
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):
+        batches = _stream(out, data, 7, resolution=64, seed=1)
+    assert any("crop-decoded" in r.getMessage() for r in caplog.records)
+    model = models.load(teacher)
+    for batch in batches:
+        recomputed = targets.log_softmax(np.asarray(model.predict_on_batch(batch["image"])))
+        np.testing.assert_allclose(batch["teacher_logits"], recomputed, rtol=2e-3, atol=2e-3)
+    (out / "targets.json").write_text(json.dumps({**written, "format": "funmatch-targets/0"}))
+    with pytest.raises(FunmatchError, match="re-run `funmatch targets`"):
+        targets.load_card(out)
 
 
 def test_view_cache_plan_respects_its_cap_and_says_why():
@@ -367,7 +412,8 @@ def test_card_records_what_makes_the_targets(store, data, teacher):
     _, card = store
     assert card["teacher"]["sha256"] == targets.file_sha256(teacher)
     assert card["data"]["card_sha256"] == targets.dataset_card_sha256(data)
-    assert card["view_spec"] == "decode_jpeg_and_inception_crop({resolution})|flip_lr|value_range(-1, 1)"
+    assert card["view_spec"] == "decode|inception_crop({resolution})|flip_lr|value_range(-1, 1)"
+    assert card["format"] == targets.FORMAT == "funmatch-targets/2"
     assert (card["seed"], card["views"], card["num_classes"], card["teacher"]["resolution"]) == (5, 3, 4, 64)
     assert card["data"]["file_sizes"] == [16, 16, 16] and card["mixup_p"] == 1.0
 
@@ -478,3 +524,77 @@ def test_tuning_trials_read_the_store_when_it_holds_their_views(data, teacher, r
     run(get_config(SMOKE + ",mixup_p=0.5"), tmp_path / "trial_b")
     kinds = [json.loads((tmp_path / t / "metrics.json").read_text())["targets"] for t in ("trial_a", "trial_b")]
     assert kinds == ["stored", "online"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Stores that know what they are: the card's digest, the run's resolution, the temperature served
+
+
+def test_an_edited_card_is_refused_naming_the_field(store, tmp_path):
+    from funmatch.distill import targets
+
+    store_dir, _ = store
+    written = json.loads((store_dir / "targets.json").read_text())
+    assert targets.load_card(store_dir)["digest"] == written["digest"]  # the card as written reads
+    for field, change in (("seed", lambda c: {**c, "seed": c["seed"] + 1}),
+                          ("partner_shifts", lambda c: {**c, "partner_shifts": c["partner_shifts"][::-1]}),
+                          ("data.file_sizes", lambda c: {**c, "data": {**c["data"], "file_sizes": [17, 15, 16]}}),
+                          ("teacher.resolution", lambda c: {**c, "teacher": {**c["teacher"], "resolution": 32}})):
+        edited = tmp_path / field
+        edited.mkdir()
+        (edited / "targets.json").write_text(json.dumps(change(written)))
+        with pytest.raises(FunmatchError) as info:
+            targets.load_card(edited)
+        message = str(info.value)
+        assert len(message.splitlines()) == 1 and "targets.json" in message and f": {field} changed" in message
+    moved = tmp_path / "moved"  # another machine: paths differ, the digest does not cover them
+    moved.mkdir()
+    (moved / "targets.json").write_text(json.dumps({**written, "data": {**written["data"], "path": "/elsewhere"}}))
+    targets.load_card(moved)
+    (moved / "targets.json").write_text(json.dumps({k: v for k, v in written.items() if k != "digest"}))
+    with pytest.raises(FunmatchError, match="no digest"):
+        targets.load_card(moved)
+
+
+def test_the_store_is_made_at_the_runs_teacher_resolution(data, teacher, tmp_path):
+    """A 64 px teacher and a recipe whose teacher_resolution is 32: the store holds 32 px targets (the
+    same weights at 32 px, as the online run feeds them) and the run with the same config accepts it."""
+    from funmatch import models
+    from funmatch.configs import get_config
+    from funmatch.distill import targets
+    from funmatch.training import targets as stored_targets
+
+    config = get_config(SMOKE + ",teacher_resolution=32")
+    card = stored_targets.generate_for_config(config, teacher, data, tmp_path / "s32", views=1, progress=False)
+    assert card["teacher"]["resolution"] == 32 and card["teacher"]["own_resolution"] == 64
+    stored_targets.check_for_run(tmp_path / "s32", config, teacher_path=teacher, data_dir=data, num_classes=4)
+    with pytest.raises(FunmatchError, match="teacher resolution 32, the run's is 64"):
+        stored_targets.check_for_run(tmp_path / "s32", get_config(SMOKE), teacher_path=teacher, data_dir=data,
+                                     num_classes=4)
+    small = models.with_resolution(models.load(teacher), 32)
+    batch = _stream(tmp_path / "s32", data, 1, resolution=32, batch_size=16)[0]
+    recomputed = targets.log_softmax(np.asarray(small.predict_on_batch(batch["image"])))
+    np.testing.assert_allclose(batch["teacher_logits"], recomputed, rtol=2e-3, atol=2e-3)
+
+
+def test_a_top_k_store_serves_only_its_own_temperature(store, data, teacher, tmp_path):
+    from funmatch.configs import get_config
+    from funmatch.distill import targets
+    from funmatch.training import targets as stored_targets
+
+    store_dir, card = store
+    top = stored_targets.generate_for_config(get_config(SMOKE), teacher, data, tmp_path / "top2", views=1, top_k=2,
+                                             progress=False)
+    assert targets.store_serves_temperature(card, 1.0) and targets.store_serves_temperature(card, 5.0)
+    assert targets.store_serves_temperature(top, 1.0) and not targets.store_serves_temperature(top, 2.0)
+    run = dict(teacher_path=teacher, data_dir=data, num_classes=4, mode="function_matching",
+               view_template=targets.view_spec(), teacher_resolution=64, mixup_p=1.0, split="train")
+    targets.check_card(card, **run, temperature=5.0)  # full rows: every temperature
+    run["view_template"] = stored_targets.teacher_view(get_config(SMOKE), "function_matching")
+    targets.check_card(top, **run, temperature=1.0)
+    with pytest.raises(FunmatchError) as info:
+        targets.check_card(top, **run, temperature=2.0)
+    assert "top-2 targets are exact only at temperature 1, the run's is 2" in str(info.value)
+    assert len(str(info.value).splitlines()) == 2  # the heading and the one mismatch
+    assert stored_targets.fits(tmp_path / "top2", get_config(SMOKE))
+    assert not stored_targets.fits(tmp_path / "top2", get_config(SMOKE + ",temperature=2"))

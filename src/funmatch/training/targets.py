@@ -49,6 +49,7 @@ def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, view
             teacher_path, data_dir, out_dir, views=views, mode=mode, view_template=teacher_view(config, mode),
             mixup_p=config.mixup_p if mode == "function_matching" else 0.0, seed=config.seed, split=config.train_split,
             top_k=top_k, batch_size=batch_size or config.eval_batch_size, progress=progress,
+            resolution=config.teacher_resolution,
         )
     if runtime.process_info()[1] > 1:  # every unit is written: the last process to finish completed the card
         runtime.barrier("funmatch targets")
@@ -57,7 +58,8 @@ def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, view
 
 
 def check_for_run(targets_dir, config: Config, *, teacher_path, data_dir, num_classes: int) -> dict[str, Any]:
-    """The store's card when it fits the run (teacher, data, classes, mode, pp spec, resolution, mixup p);
+    """The store's card when it fits the run (teacher, data, classes, mode, pp spec, resolution, mixup p,
+    temperature: a top-k store serves only the temperature it was stored at);
     else FunmatchError with one line per mismatch."""
     from funmatch.distill import targets as store
 
@@ -67,23 +69,25 @@ def check_for_run(targets_dir, config: Config, *, teacher_path, data_dir, num_cl
     card = store.load_card(targets_dir)
     store.check_card(card, teacher_path=teacher_path, data_dir=data_dir, num_classes=num_classes, mode=config.mode,
                      view_template=teacher_view(config, config.mode), teacher_resolution=config.teacher_resolution,
-                     mixup_p=config.mixup_p, split=config.train_split, targets_dir=targets_dir)
+                     mixup_p=config.mixup_p, split=config.train_split, targets_dir=targets_dir,
+                     temperature=config.temperature)
     return card
 
 
 def fits(targets_dir, config: Config) -> bool:
-    """Whether a store's views are those of `config` (mode, pp spec, mixup p): a tuning trial uses the store
-    when they are, and runs online otherwise (teacher and data are checked by the run itself)."""
+    """Whether a store's views are those of `config` (mode, pp spec, mixup p) and its rows serve the run's
+    temperature (`store_serves_temperature`: a top-k store only its own): a tuning trial uses the store
+    when they do, and runs online otherwise (teacher and data are checked by the run itself)."""
     from funmatch.distill import targets as store
 
     if config.mode not in STORED_MODES:
         return False
     card = store.load_card(targets_dir)
-    if card["mode"] != config.mode:
+    if card["mode"] != config.mode or not store.store_serves_temperature(card, config.temperature):
         return False
     if config.mode == "fixed_teacher":
         return True
-    return card["view_spec"] == teacher_view(config, config.mode) and (
+    return card["view_spec"] == store.template_in_format(teacher_view(config, config.mode), card["format"]) and (
         config.mode != "function_matching" or float(card["mixup_p"]) == float(config.mixup_p))
 
 

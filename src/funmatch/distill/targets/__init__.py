@@ -10,7 +10,7 @@ label-training step costs (Apple's "dataset reinforcement", ImageNet+, 2023, for
 The view of (i, v) (`mode="function_matching"`; records in their on-disk order, i = position 0..N-1):
 
     rng(i, v)   = fold_in(fold_in((seed, SALT), v), i)               stateless, as every pp op's seed
-    own view    = spec(resolution)(record i, rng(i, v))              e.g. inception crop + flip + [-1, 1]
+    own view    = spec(resolution)(record i, rng(i, v))              e.g. decode, inception crop, flip, [-1, 1]
     partner     = j = (i + s_v) mod N, s_v in [1, N-1] seeded per view (stored in the card)
     partner view= spec(resolution)(record j, rng(j, v))              example j's own view v
     coefficient = a = max(u, 1 - u), u ~ Beta(p, p) from rng(i, v)  (one per example and view)
@@ -18,7 +18,11 @@ The view of (i, v) (`mode="function_matching"`; records in their on-disk order, 
 
 The crop window of a view depends on the record and the seed only, never on the output size, so the
 teacher (at its resolution) and the student (at its own) see the same window resized, as in online
-function matching. Partners come from a second sequential read of the same records, started s_v
+function matching. From format 2 on (`FORMAT`), the crop is cut from the fully decoded image (`decode|
+inception_crop(...)`), so one decode serves every view of an image; format 1 cropped while decoding the
+JPEG (`decode_jpeg_and_inception_crop`, different pixels at the window's border on about a third of the
+crops). A format-1 store is read with its own views, bit for bit: its card holds its pp spec, and the
+run's template is compared in the store's terms (`template_in_format`). Partners come from a second sequential read of the same records, started s_v
 records later, so no random access is needed at any scale. Online function matching draws one
 coefficient per batch and pairs each image with its batch neighbour; here each example has its own
 coefficient and a partner drawn over the whole split: the same distributions (another example of the
@@ -57,11 +61,14 @@ function of (seed, position): `start_step` resumes it exactly.
 Every view of a pass is needed twice (as an example's own view and as another's partner). When three
 passes of views fit under a cap (1 GiB by default; `view_cache_plan` decides and says why), training
 makes each view once per pass and mixes from memory: the same bits, about a quarter less host CPU per
-mixed view here. Generation can do the same (`generate(view_cache_max_bytes=...)`); it is off by default
-there, as the teacher's forward pass dominates its cost.
+mixed view here. With format 2 and every decoded image under a second cap (1 GiB; `decoded.py`), each
+image is decoded once for the whole run and every pass's views are cut from memory. Generation decodes
+every image once for all of its K views and partners the same way (the pass's view cache,
+`generate(view_cache_max_bytes=...)`, is off by default there, as the teacher's forward pass dominates).
 
 The code: `store` (the card, its checks, the rows, the record files), `views` (`ViewMaker`, partners and
-coefficients, the view cache, generation's views), `generation` (`generate`) and `stream` (`train_dataset`);
+coefficients, the view cache, generation's views), `decoded` (the decoded-image cache), `generation`
+(`generate`) and `stream` (`train_dataset`);
 everything public is re-exported here.
 """
 
@@ -70,10 +77,14 @@ from funmatch.distill.targets.store import (
     CARD_NAME,
     DEFAULT_TOP_K,
     FORMAT,
+    FORMAT_1,
+    FORMATS,
     FULL_MAX_CLASSES,
     MODES,
     REST_FLOOR,
+    STORED_TEMPERATURE,
     _tf_topk_to_log_probs,  # noqa: F401 (tests)
+    card_digest,
     check_card,
     dataset_card_sha256,
     decode_rows,
@@ -87,6 +98,8 @@ from funmatch.distill.targets.store import (
     record_files,
     row_dtype,
     storage_kind,
+    store_serves_temperature,
+    template_in_format,
     topk_to_log_probs,
     unit_path,
     view_spec,
@@ -107,10 +120,14 @@ __all__ = [
     "CARD_NAME",
     "DEFAULT_TOP_K",
     "FORMAT",
+    "FORMAT_1",
+    "FORMATS",
     "FULL_MAX_CLASSES",
     "MODES",
     "REST_FLOOR",
+    "STORED_TEMPERATURE",
     "ViewMaker",
+    "card_digest",
     "check_card",
     "dataset_card_sha256",
     "decode_rows",
@@ -127,6 +144,8 @@ __all__ = [
     "record_files",
     "row_dtype",
     "storage_kind",
+    "store_serves_temperature",
+    "template_in_format",
     "topk_to_log_probs",
     "train_dataset",
     "unit_path",

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_views_dataset
 from funmatch.distill.targets.store import (
     _STATIC_KEYS,
     CARD_NAME,
@@ -57,6 +58,8 @@ def generate(
     process_count: int | None = None,
     progress: bool = True,
     view_cache_max_bytes: int | None = None,
+    decoded_cache_max_bytes: int | None = None,
+    resolution: int | None = None,
 ) -> dict[str, Any]:
     """Compute the teacher's targets on every (example, view) of `split` into `out_dir`; returns the card.
 
@@ -78,6 +81,12 @@ def generate(
         of the cost) and cost wall time (the teacher waits for the first pass), so generation makes each view
         twice unless a cap is given. Its decision is logged (and printed with `progress`); the targets are
         the same bits either way.
+      resolution: the teacher's input resolution, as the distillation run will use it (default: the
+        teacher's own, from its contract); another resolution runs the same weights at that size
+        (`models.with_resolution`: fully convolutional teachers only).
+      decoded_cache_max_bytes: the cap of the decoded images kept in memory (default 1 GiB; 0: off;
+        format-2 views only; see `decoded.decoded_cache_plan`): every image is then decoded once for all of
+        its K views and as every partner, instead of twice per view. Logged; the same bits either way.
     """
     import keras
 
@@ -106,6 +115,8 @@ def generate(
     if int(contract["num_classes"]) != num_classes:
         raise FunmatchError(f"--teacher {teacher_path}: the teacher has {contract['num_classes']} classes, "
                             f"the dataset has {num_classes}")
+    if resolution is not None and int(resolution) != int(contract["resolution"]):
+        teacher = runtime.apply_precision(models.with_resolution(teacher, int(resolution)))
     kind = storage_kind(num_classes, top_k)
     top_k = (top_k or DEFAULT_TOP_K) if kind == "top_k" else None
     template = view_template or view_spec()
@@ -119,7 +130,7 @@ def generate(
         raise FunmatchError(f"--data {data_dir}: mixup needs at least 2 examples in {split!r}")
     card = _static_card(mode=mode, teacher_path=teacher_path, teacher_contract=contract, data_dir=data_dir, split=split,
                         data_layout=layout, template=template, mixup_p=mixup_p, seed=seed, views=views, top_k=top_k,
-                        kind=kind, num_classes=num_classes)
+                        kind=kind, num_classes=num_classes, resolution=resolution)
     out_dir = pathlib.Path(out_dir)
     card_path = out_dir / CARD_NAME
     if card_path.exists():
@@ -153,7 +164,7 @@ def generate(
 
         bar = tqdm(total=sum(sizes[f] for _, f in mine), initial=sum(sizes[f] for _, f in mine) - sum(sizes[f] for _, f in todo),
                    desc=f"targets ({mode}, K={views})", unit="img", dynamic_ncols=True, mininterval=1.0)
-    resolution = int(contract["resolution"])
+    resolution = int(card["teacher"]["resolution"])
     unit_started, cpu_started = time.perf_counter(), time.process_time()
     pending: list[np.ndarray] = []  # logits of the current unit so far
     remaining = list(todo)
@@ -162,7 +173,12 @@ def generate(
         plan = view_cache_plan(card, resolution, examples_needed=sum(sizes[f] for _, f in todo) // len(runs),
                                max_bytes=view_cache_max_bytes or 0)
         _log_plan(plan, echo=progress)
-        batches = views_dataset(card, data_dir, todo, resolution, batch_size, view_cache=plan["use"])
+        decoded_plan = decoded_cache_plan(card, data_dir, max_bytes=decoded_cache_max_bytes)
+        _log_plan(decoded_plan, echo=progress)
+        if decoded_plan["use"]:  # every image decoded once for all of its views (and as every partner)
+            batches = decoded_views_dataset(card, data_dir, todo, resolution, batch_size)
+        else:
+            batches = views_dataset(card, data_dir, todo, resolution, batch_size, view_cache=plan["use"])
         for batch in batches.as_numpy_iterator():
             images = batch["image"]
             real = int(images.shape[0])

@@ -15,13 +15,19 @@ import numpy as np
 from funmatch.errors import FunmatchError
 
 CARD_NAME = "targets.json"
-FORMAT = "funmatch-targets/1"
+FORMAT = "funmatch-targets/2"
+# Format 1 cut each view from a crop-decoded JPEG (`decode_jpeg_and_inception_crop`); format 2 from the fully
+# decoded image (`decode|inception_crop`), so that one decode serves every view of an image. A format-1
+# store is still read, with its own views (its card's pp spec), bit for bit.
+FORMAT_1 = "funmatch-targets/1"
+FORMATS = (FORMAT_1, FORMAT)
 FULL_MAX_CLASSES = 128
 DEFAULT_TOP_K = 10
 # Store modes: the distillation modes that can read stored targets.
 MODES = ("function_matching", "consistent", "fixed_teacher")
 REST_FLOOR = 1e-8  # the smallest total probability the top-k rule leaves to the other classes
 _SHIFT_SALT = 0x5A1F7
+STORED_TEMPERATURE = 1.0  # the rows are log_softmax(teacher logits / 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,12 +75,21 @@ def _atomic_write_json(path: pathlib.Path, value) -> None:
 def view_spec(crop_area_min: float = 5.0) -> str:
     """The function-matching view as a pp template (`{resolution}` filled in per model).
 
-    The recipe's train pp of the distillation: inception crop (area `crop_area_min`..100 %) resized to
-    the model's resolution, flip, values in [-1, 1]. At equal teacher and student resolutions this is
-    exactly the online pipeline's view before mixup.
+    The recipe's train pp of the distillation: the image decoded whole, an inception crop (area
+    `crop_area_min`..100 %) resized to the model's resolution, flip, values in [-1, 1]. The crop window
+    is the online pipeline's (the same sampler and seed); its pixels are cut from the fully decoded image,
+    so that one decode serves all the views of an image (a crop-decoded JPEG differs at the window's
+    border by a few levels on about a third of the crops).
     """
     area = f", area_min={crop_area_min:g}" if float(crop_area_min) != 5.0 else ""
-    return "decode_jpeg_and_inception_crop({resolution}" + area + ")|flip_lr|value_range(-1, 1)"
+    return "decode|inception_crop({resolution}" + area + ")|flip_lr|value_range(-1, 1)"
+
+
+def template_in_format(template: str | None, card_format: str) -> str | None:
+    """The run's view template as a store of `card_format` writes it: format 1 cropped while decoding."""
+    if template is None or card_format != FORMAT_1:
+        return template
+    return template.replace("decode|inception_crop(", "decode_jpeg_and_inception_crop(", 1)
 
 
 def fill_spec(template: str, resolution: int) -> str:
@@ -162,6 +177,13 @@ def _npy_header_bytes(path) -> int:
 # The card
 
 
+def store_serves_temperature(card: dict, temperature: float) -> bool:
+    """Whether the store gives the teacher's targets at `temperature`: a full store at every temperature
+    (softmax(z/T) of the stored log-probabilities is the teacher's, up to float16); a top-k store only at
+    the temperature its rows were stored at (1): elsewhere its evenly spread rest of the mass is biased."""
+    return card["storage"] == "full" or float(temperature) == STORED_TEMPERATURE
+
+
 def load_card(targets_dir) -> dict[str, Any]:
     """Reads TARGETS_DIR/targets.json; FunmatchError naming the path when missing or not a store."""
     path = pathlib.Path(targets_dir) / CARD_NAME
@@ -171,8 +193,11 @@ def load_card(targets_dir) -> dict[str, Any]:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise FunmatchError(f"{path}: not valid JSON ({error})") from None
-    if card.get("format") != FORMAT:
-        raise FunmatchError(f"{path}: format {card.get('format')!r}, expected {FORMAT!r}")
+    if card.get("format") not in FORMATS:
+        raise FunmatchError(f"{path}: format {card.get('format')!r}, expected one of {', '.join(FORMATS)} "
+                            "(re-run `funmatch targets` with this funmatch into a new --out)")
+    if card["format"] != FORMAT_1:  # format 1 had no digest; its cards are read as they are
+        _check_digest(card, path)
     return card
 
 
@@ -181,7 +206,8 @@ def unit_path(targets_dir, card: dict, view: int, file_index: int) -> pathlib.Pa
 
 
 def check_card(card: dict, *, teacher_path, data_dir, num_classes: int, mode: str, view_template: str | None,
-               teacher_resolution: int, mixup_p: float, split: str, targets_dir="targets") -> None:
+               teacher_resolution: int, mixup_p: float, split: str, targets_dir="targets",
+               temperature: float | None = None) -> None:
     """Refuses a store that does not fit the run: one line per mismatch, all in one FunmatchError.
 
     Compared: complete, teacher file hash, dataset card hash, split, classes, mode, pp spec (the view
@@ -204,12 +230,17 @@ def check_card(card: dict, *, teacher_path, data_dir, num_classes: int, mode: st
         problems.append(f"{where}: {card['num_classes']} classes, the run has {num_classes}")
     if card["mode"] != mode:
         problems.append(f"{where}: stored for mode {card['mode']!r}, the run's mode is {mode!r}")
-    elif mode != "fixed_teacher" and card["view_spec"] != view_template:
-        problems.append(f"{where}: pp spec {card['view_spec']!r}, the run's is {view_template!r}")
+    elif mode != "fixed_teacher" and card["view_spec"] != template_in_format(view_template, card["format"]):
+        problems.append(f"{where}: pp spec {card['view_spec']!r}, the run's is "
+                        f"{template_in_format(view_template, card['format'])!r}")
     if int(card["teacher"]["resolution"]) != int(teacher_resolution):
         problems.append(f"{where}: teacher resolution {card['teacher']['resolution']}, the run's is {teacher_resolution}")
     if mode == "function_matching" and float(card["mixup_p"]) != float(mixup_p):
         problems.append(f"{where}: mixup p {card['mixup_p']:g}, the run's is {float(mixup_p):g}")
+    if temperature is not None and not store_serves_temperature(card, temperature):
+        problems.append(f"{where}: top-{card['top_k']} targets are exact only at temperature {STORED_TEMPERATURE:g}, "
+                        f"the run's is {float(temperature):g} (set temperature={STORED_TEMPERATURE:g}, or store every "
+                        f"class: --top-k {card['num_classes']})")
     if problems:
         raise FunmatchError("stored targets do not match the run:\n  " + "\n  ".join(problems))
 
@@ -253,14 +284,16 @@ def partner_shifts(seed: int, num_views: int, num_examples: int) -> list[int]:
 
 
 def _static_card(*, mode, teacher_path, teacher_contract, data_dir, split, data_layout, template, mixup_p, seed,
-                 views, top_k, kind, num_classes) -> dict[str, Any]:
+                 views, top_k, kind, num_classes, resolution: int | None = None) -> dict[str, Any]:
+    """The card of a new store (its digest included); `resolution`: the teacher's input (default its own)."""
     row = row_dtype(kind, num_classes, top_k or 0)
     n = data_layout["num_examples"]
-    return {
+    own = int(teacher_contract["resolution"])
+    card = {
         "format": FORMAT,
         "mode": mode,
         "teacher": {"path": str(pathlib.Path(teacher_path).resolve()), "sha256": file_sha256(teacher_path),
-                    "arch": teacher_contract["arch"], "resolution": int(teacher_contract["resolution"])},
+                    "arch": teacher_contract["arch"], "resolution": int(resolution or own), "own_resolution": own},
         "data": {"path": str(pathlib.Path(data_dir).resolve()), "card_sha256": dataset_card_sha256(data_dir),
                  **data_layout, "split": split},
         "view_spec": template,
@@ -278,10 +311,49 @@ def _static_card(*, mode, teacher_path, teacher_contract, data_dir, split, data_
         "bytes_per_view": int(row.itemsize) * n,
         "bytes_total": int(row.itemsize) * n * int(views),
     }
+    return {**card, "digest": card_digest(card)}
 
 
 _STATIC_KEYS = ("format", "mode", "teacher", "data", "view_spec", "mixup_p", "seed", "views", "storage", "top_k",
                 "num_classes", "partner_shifts")
+
+
+def defining_fields(card: dict) -> dict[str, Any]:
+    """The fields that define the stored views and rows, flat ("seed", "teacher.sha256", "data.file_sizes",
+    ...); paths are left out (a store may move to another machine; the hashes may not change)."""
+    fields: dict[str, Any] = {}
+    for key in _STATIC_KEYS:
+        value = card.get(key)
+        if isinstance(value, dict):
+            fields.update({f"{key}.{sub}": v for sub, v in value.items() if sub != "path"})
+        else:
+            fields[key] = value
+    return fields
+
+
+def _sha(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def card_digest(card: dict) -> dict[str, Any]:
+    """{"sha256": of all defining fields, "fields": {field: sha256 of its value (16 hex)}}: written into the
+    card at generation and checked by `load_card`, so that an edited card is refused, naming the field."""
+    fields = defining_fields(card)
+    return {"sha256": _sha(fields), "fields": {k: _sha(v)[:16] for k, v in sorted(fields.items())}}
+
+
+def _check_digest(card: dict, path) -> None:
+    recorded = card.get("digest")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("fields"), dict):
+        raise FunmatchError(f"{path}: no digest of the fields that define the stored views (format "
+                            f"{card.get('format')!r} has one); re-run `funmatch targets` into a new --out")
+    current = card_digest(card)
+    if current["sha256"] == recorded.get("sha256"):
+        return
+    fields = sorted(set(current["fields"]) | set(recorded["fields"]))
+    edited = [k for k in fields if current["fields"].get(k) != recorded["fields"].get(k)] or ["digest"]
+    raise FunmatchError(f"{path}: {', '.join(edited)} changed after the targets were computed (the card's digest "
+                        "does not match); restore the card or re-run `funmatch targets` into a new --out")
 
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_images, one_pass_from_decoded
 from funmatch.distill.targets.store import _npy_header_bytes, _tf_topk_to_log_probs, load_card, row_dtype, unit_path
 from funmatch.distill.targets.views import (
     ViewMaker,
@@ -49,6 +50,7 @@ def train_dataset(
     process_count: int | None = None,
     card: dict | None = None,
     view_cache_max_bytes: int | None = None,
+    decoded_cache_max_bytes: int | None = None,
 ):
     """An infinite, deterministic stream of training batches paired with stored targets.
 
@@ -67,6 +69,9 @@ def train_dataset(
       process_index, process_count: this host's share (examples at positions i % count == index).
       view_cache_max_bytes: the view cache's cap (default 1 GiB; 0: off): see `view_cache_plan`; its
         decision is logged ("funmatch.targets"). The batches are the same bits either way.
+      decoded_cache_max_bytes: with the view cache, the cap of the decoded images kept in memory (default
+        1 GiB; 0: off; format-2 stores only): see `decoded.decoded_cache_plan`. Each pass's views are then
+        cut from the decoded images without a JPEG decode. Logged; the same bits either way.
 
     Returns:
       tf.data.Dataset of dicts: "image" float32 [B, R, R, 3], "teacher_logits" float32 [B, C]
@@ -159,10 +164,19 @@ def train_dataset(
         # One pass's views made once, in record order, the next pass made while this one is read; then
         # the same (target row, index) pairs as below, in the same shuffled order, pick own and partner.
         # The pass also reads its view's target rows ([N] strings), in the background like its views.
-        def pass_of_epoch(epoch):
+        decoded_plan = decoded_cache_plan(card, data_dir, max_bytes=decoded_cache_max_bytes)
+        _log_plan(decoded_plan)
+
+        def pass_of_epoch(epoch, decoded=None):
             view = view_of_epoch(seed, num_views, epoch)
-            made = tf.data.Dataset.zip(_one_pass(maker, paths, total, view), targets_of_view(view).batch(total))
+            views = _one_pass(maker, paths, total, view) if decoded is None else \
+                one_pass_from_decoded(maker, decoded, total, view)
+            made = tf.data.Dataset.zip(views, targets_of_view(view).batch(total))
             return made.map(lambda pass_views, rows: (epoch, view, *pass_views, rows))
+
+        def passes_from(*decoded):  # decoded: the element of `decoded_images` (every image, decoded once)
+            return tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(
+                lambda epoch: pass_of_epoch(epoch, decoded or None)).prefetch(1)
 
         def examples_of_pass(epoch, view, images, coefficients, labels, rows):
             shift = tf.gather(shifts_t, view)
@@ -176,7 +190,7 @@ def train_dataset(
             return decode_targets({**batch, "image": image})
 
         with pipeline._without_global_seed():  # noqa: SLF001
-            passes = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(pass_of_epoch).prefetch(1)
+            passes = decoded_images(maker, paths, total).flat_map(passes_from) if decoded_plan["use"] else passes_from()
             stream = passes.flat_map(examples_of_pass)
         stream = stream.skip(start_offset).batch(batch_size, drop_remainder=True)
         stream = stream.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -81,12 +81,47 @@ class ViewMaker:
         # elementwise ones (value_range), which the view cache applies to whole batches.
         self.per_example, self.batch_fn = ops.get_split_preprocess_fns(spec)
         self.rng_key = ops.RNG_KEY
+        # A spec that decodes the whole image first (format 2: `decode|inception_crop(...)|...`) splits once
+        # more: the decode, once per image, and the per-view ops, so that one decoded image serves all of its
+        # views (`partial_from_decoded`; `funmatch.distill.targets.decoded`). The random ops keep their salts
+        # (`decode` draws nothing), so the views are the same bits either way.
+        head, _, rest = spec.partition("|")
+        first = ops.parse_spec(head)[0]
+        whole = bool(rest.strip()) and first[0] == "decode"
+        self.decode = ops.get_preprocess_fn(head) if whole else None
+        self.per_view = ops.get_split_preprocess_fns(rest)[0] if whole else None
+        self.view_fn = ops.get_preprocess_fn(rest) if whole else None
+        # decode's static shape (graph-mode decode_image leaves the channels unknown)
+        self.channels = (first[1][0] if first[1] else first[2].get("channels", 3)) if whole else None
+
+    def decodes_whole(self) -> bool:
+        """Whether the views are cut from the fully decoded image (one decode can serve every view)."""
+        return self.decode is not None
+
+    def decoded(self, record):
+        import tensorflow as tf
+
+        return tf.ensure_shape(self.decode(record)["image"], [None, None, self.channels])
+
+    def partial_from_decoded(self, image, index, view):
+        """`partial` of the record whose decoded image is `image` (`decodes_whole` specs only)."""
+        import tensorflow as tf
+
+        out = self.per_view({"image": image, self.rng_key: _view_rng(self.seed, index, view)})["image"]
+        return tf.ensure_shape(out, [None, None, self.channels])  # a crop's slice leaves the channels unknown
 
     def image(self, record, index, view):
+        if self.decodes_whole():
+            import tensorflow as tf
+
+            out = self.view_fn({"image": self.decoded(record), self.rng_key: _view_rng(self.seed, index, view)})["image"]
+            return tf.ensure_shape(out, [None, None, self.channels])
         return self.preprocess({**record, self.rng_key: _view_rng(self.seed, index, view)})["image"]
 
     def partial(self, record, index, view):
         """The view before the spec's trailing elementwise ops (e.g. uint8 after crop + flip)."""
+        if self.decodes_whole():
+            return self.partial_from_decoded(self.decoded(record), index, view)
         return self.per_example({**record, self.rng_key: _view_rng(self.seed, index, view)})["image"]
 
     def coefficient(self, index, view):
