@@ -772,6 +772,159 @@ CASES = [
     ("prepare 'tfrecord:DIR/*.conf'", case_prepare_tfrecord_not_records),
 ]
 
+# --- The distributed search (issue 23) and tune's stored-target checks (issue 22): one block. -------------
+
+_ORACLE_CLIENT = """
+import json, os, sys, grpc
+from keras_tuner.src import protos
+from keras_tuner.src.engine.trial import Trial
+address, token_path, holder, reporter = sys.argv[1:5]
+channel = grpc.insecure_channel(address)
+grpc.channel_ready_future(channel).result(timeout=900)
+token = open(token_path).read().strip() if os.path.exists(token_path) else None  # written before the chief serves
+service, stub, out = protos.get_service(), protos.get_service_grpc().OracleStub(channel), {}
+def md(tuner):
+    return (("funmatch-token", token), ("funmatch-tuner-id", tuner)) if token else None
+def call(name, fn):
+    try:
+        value = fn(); out[name] = "accepted"; return value
+    except grpc.RpcError as e:
+        out[name] = e.code().name
+trial = call("CreateTrial", lambda: Trial.from_proto(stub.CreateTrial(
+    service.CreateTrialRequest(tuner_id=holder), timeout=60, metadata=md(holder)).trial))
+if trial is not None and trial.status == "RUNNING":
+    call("UpdateTrial", lambda: stub.UpdateTrial(service.UpdateTrialRequest(
+        trial_id=trial.trial_id, metrics={"val_accuracy": 0.999}), timeout=60, metadata=md(reporter)))
+    trial.status = "COMPLETED"
+    call("EndTrial", lambda: stub.EndTrial(service.EndTrialRequest(trial=trial.to_proto()), timeout=60,
+                                           metadata=md(reporter)))
+    out["score"] = call("GetTrial", lambda: Trial.from_proto(stub.GetTrial(service.GetTrialRequest(
+        trial_id=trial.trial_id), timeout=60, metadata=md(holder)).trial).score)
+print(json.dumps(out))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _oracle_calls(env: Env, name: str, holder: str, reporter: str, with_token: bool):
+    """A chief (`tune --role chief` on 127.0.0.1), then keras-tuner's own stubs (with the token the chief wrote,
+    or none): `holder` takes a trial and `reporter` reports val_accuracy=0.999 for it. Returns (chief args,
+    the calls' outcomes, the chief's output)."""
+    search_dir = env.root / name
+    address = f"127.0.0.1:{_free_port()}"
+    args = ["tune", "--role", "chief", "--chief", address, "--config", SMOKE, "--dir", search_dir,
+            "--space", "lr=0.001,0.01", "--axes", "lr", "--max-trials", "2"]
+    chief = env.cli(*args, background=True)
+    try:
+        token = search_dir / "tune-token" if with_token else env.root / "no-such-token"
+        done = subprocess.run([PY, "-c", _ORACLE_CLIENT, address, str(token), holder, reporter],
+                              cwd=env.root, env=env.env, capture_output=True, text=True, timeout=1200)
+    finally:
+        _stop(chief)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    calls = json.loads(lines[-1]) if lines else {"client": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return args, calls, chief.stdout.read()
+
+
+def case_tune_rogue_without_token(env: Env):
+    args, calls, chief_out = _oracle_calls(env, "tune_rogue", "rogue", "rogue", with_token=False)
+    shown = ", ".join(f"{k} {v}" for k, v in calls.items())
+    if (calls.get("score") or 0) > 0.99:
+        return args, ("silent wrong", f"a client without credentials: {shown}")
+    refused = calls.get("CreateTrial") == "UNAUTHENTICATED" and "refused CreateTrial" in chief_out
+    return args, (("ok" if refused else "silent wrong"), f"keras-tuner stubs, no token: {shown}")
+
+
+def case_tune_stolen_trial(env: Env):
+    args, calls, _ = _oracle_calls(env, "tune_stolen", "w1", "rogue", with_token=True)
+    shown = ", ".join(f"{k} {v}" for k, v in calls.items())
+    refused = calls.get("UpdateTrial") == calls.get("EndTrial") == "PERMISSION_DENIED" and calls.get("score") is None
+    return args, (("ok" if refused else "silent wrong"), f"w1 holds the trial, rogue (with the token) reports: {shown}")
+
+
+_HOSTILE_CHIEF = """
+import sys, time, grpc
+from concurrent import futures
+from keras_tuner.src import protos
+from keras_tuner.src.engine import hyperparameters, trial
+class Servicer(protos.get_service_grpc().OracleServicer):
+    def CreateTrial(self, request, context):
+        hp = hyperparameters.HyperParameters(); hp.Fixed("learning_rate", 0.001)
+        return protos.get_service().CreateTrialResponse(trial=trial.Trial(hp, trial_id="../../x", status="RUNNING").to_proto())
+    def GetTrial(self, request, context):
+        hp = hyperparameters.HyperParameters(); hp.Fixed("learning_rate", 0.001)
+        return protos.get_service().GetTrialResponse(trial=trial.Trial(hp, trial_id=request.trial_id, status="RUNNING").to_proto())
+server = grpc.server(futures.ThreadPoolExecutor(2))
+protos.get_service_grpc().add_OracleServicer_to_server(Servicer(), server)
+server.add_insecure_port(sys.argv[1]); server.start(); time.sleep(3600)
+"""
+
+
+def case_tune_hostile_trial_id(env: Env):
+    env.base_run()
+    box = env.root / "tune_box"
+    address = f"127.0.0.1:{_free_port()}"
+    chief = subprocess.Popen([PY, "-c", _HOSTILE_CHIEF, address], cwd=env.root, env=env.env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["tune", "--role", "worker", "--chief", address, "--tuner-id", "w1", "--config", SMOKE, "--data", env.data(),
+            "--teacher", env.base_teacher, "--dir", box / "search", "--space", "lr=0.001", "--axes", "lr",
+            "--connect-timeout", "600"]
+    try:
+        result = env.cli(*args, env=dict(env.env, FUNMATCH_TUNE_TOKEN="a-shared-token-for-the-fault-table"))
+    finally:
+        _stop(chief)
+    outside = sorted(p.name for p in box.iterdir() if p.name != "search") if box.is_dir() else []
+    if outside:
+        return ["(a chief handing out ../../x)", *args], ("silent wrong", f"wrote outside --dir: {outside}")
+    return ["(a chief handing out ../../x)", *args], expect_error(result, r"\.\./\.\./x.*not a trial id")
+
+
+def case_tune_targets_other_teacher(env: Env):
+    env.base_run()
+    store = env.root / "tune_store"
+    made = env.cli("targets", "--config", SMOKE, "--data", env.data(), "--teacher", env.base_teacher, "--views", "1",
+                   "--out", store, "--no-progress")
+    if made.rc != 0:
+        return ["targets ..."], ("case error", made.last_line[:120])
+    args = ["tune", "--config", SMOKE, "--data", env.data(), "--teacher", env.teacher("t_tune_other.keras", seed=3),
+            "--targets", store, "--dir", env.root / "tune_other", "--space", "lr=0.001", "--axes", "lr",
+            "--max-trials", "1"]
+    return args, expect_error(env.cli(*args), r"--targets .*another teacher")
+
+
+def case_tune_top_k_other_temperature(env: Env):
+    env.base_run()
+    store = env.root / "tune_topk"
+    made = env.cli("targets", "--config", SMOKE, "--data", env.data(), "--teacher", env.base_teacher, "--views", "1",
+                   "--top-k", "2", "--out", store, "--no-progress")
+    if made.rc != 0:
+        return ["targets --top-k 2 ..."], ("case error", made.last_line[:120])
+    args = ["tune", "--config", f"{SMOKE},total_steps=2", "--data", env.data(), "--teacher", env.base_teacher,
+            "--targets", store, "--dir", env.root / "tune_topk_search", "--space", "T=2", "--axes", "T",
+            "--max-trials", "1"]
+    result = env.cli(*args)
+
+    def check():
+        said = re.search(r"trial \S+ runs online \(T=2", result.out)
+        return bool(said), said.group(0) if said else "a top-k store served a trial at T=2 without a word"
+
+    return args, expect_success(result, check)
+
+
+CASES += [
+    ("tune chief: a client without the token", case_tune_rogue_without_token),
+    ("tune chief: a report on a trial leased to another", case_tune_stolen_trial),
+    ("tune worker: a chief hands out ../../x", case_tune_hostile_trial_id),
+    ("tune --targets of another teacher", case_tune_targets_other_teacher),
+    ("tune --targets top-k, a trial at T=2", case_tune_top_k_other_temperature),
+]
+
 
 def first_batch_histogram(env: Env) -> str:
     """Class histogram of the first training batch of a class-sorted source with more examples than the buffer."""

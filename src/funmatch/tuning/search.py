@@ -110,8 +110,9 @@ def tune(
       config: the recipe `RECIPE[:key=value,...]`; tuned fields are replaced per trial.
       data_dir: a folder written by `funmatch prepare`. teacher_path: the frozen teacher (.keras),
         required for target "student". init: the teacher's starting checkpoint for target "teacher".
-      targets_dir: stored teacher targets (`funmatch targets`); trials whose views the store holds (mode,
-        pp spec, mixup p) read them and run no teacher, the others run online (their metrics say which).
+      targets_dir: stored teacher targets (`funmatch targets`), checked before the first trial; trials the
+        store serves (views, teacher resolution, temperature: `funmatch.tuning.stored`) read them and run no
+        teacher, the others run online and say so in one line.
       search_dir: the search folder (trials in `search_dir/trials/<id>/`).
       role: None (one process), "chief" (serves the oracle at `chief`, "[host:]port", default
         127.0.0.1:8000; runs no trial) or "worker" (connects to `chief` "host:port"). When None, the
