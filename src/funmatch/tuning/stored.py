@@ -24,8 +24,10 @@ from funmatch.errors import FunmatchError
 
 
 def stored_temperature(card: dict[str, Any]) -> float:
-    """The temperature the store's targets are exact at (top-k); the card's `temperature`, else 1."""
-    return float(card.get("temperature", 1.0))
+    """The temperature the store's targets are exact at (top-k): the store's own rule's."""
+    from funmatch.distill.targets import STORED_TEMPERATURE
+
+    return float(card.get("temperature", STORED_TEMPERATURE))
 
 
 def check_store(targets_dir, config: Config, axes: dict | None = None, *, teacher_path, data_dir) -> dict[str, Any]:
@@ -83,14 +85,14 @@ def online_reason(targets_dir, config: Config) -> str | None:
     from funmatch.distill import targets as store
     from funmatch.training import targets as stored_targets
 
-    if not stored_targets.fits(targets_dir, config):
-        return "its views (mode, pp spec or mixup p) are not the store's"
     card = store.load_card(targets_dir)
-    if int(card["teacher"]["resolution"]) != int(config.teacher_resolution):
-        return f"teacher resolution {config.teacher_resolution}, the store's is {card['teacher']['resolution']}"
-    if card.get("storage") == "top_k" and float(config.temperature) != stored_temperature(card):
+    if not store.store_serves_temperature(card, config.temperature):  # before fits(), which also refuses it
         return (f"T={float(config.temperature):g}: top-k targets are exact only at the store's "
                 f"T={stored_temperature(card):g}")
+    if not stored_targets.fits(targets_dir, config):
+        return "its views (mode, pp spec or mixup p) are not the store's"
+    if int(card["teacher"]["resolution"]) != int(config.teacher_resolution):
+        return f"teacher resolution {config.teacher_resolution}, the store's is {card['teacher']['resolution']}"
     return None
 
 
