@@ -269,12 +269,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, timeout_s: float = DEFAULT_COORDINATOR_TIMEOUT_S) -> dict[str, Any] | None:
     """Join this process to a multi-process JAX run; a no-op for one process. Call before any compute.
 
-    Processes other than 0 first wait up to `timeout_s` for process 0's address to answer."""
+    Processes other than 0 wait up to `timeout_s` for process 0's address to answer (after their own
+    imports of TensorFlow, JAX and Keras, which take process 0 as long before it listens)."""
     settings = launch_settings(coordinator, num_processes, process_id)
     if settings is None or _state["initialized"]:
         return settings
-    if settings["coordinator"] != "auto" and settings["process_id"] != 0:
-        wait_for_coordinator(settings["coordinator"], timeout_s)
     if "keras" not in sys.modules:
         os.environ.setdefault("KERAS_BACKEND", "jax")  # several processes: JAX unless the user chose otherwise
     if choose_backend() != "jax":
@@ -290,6 +289,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     import keras
 
     coordinator = None if settings["coordinator"] == "auto" else settings["coordinator"]
+    if coordinator is not None and settings["process_id"] != 0:  # the clock starts once the imports are paid
+        wait_for_coordinator(coordinator, timeout_s)
     keras.distribution.initialize(coordinator, settings["num_processes"], settings["process_id"])
     _state["initialized"] = True
     return settings
