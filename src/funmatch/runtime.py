@@ -343,6 +343,29 @@ def from_process_0(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
 
 
+def every_process(value: int) -> list[int]:
+    """`value` of every process, in process order, on every process (one collective); [value] for one."""
+    if process_info()[1] == 1:
+        return [int(value)]
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.asarray(value, np.int64))).reshape(-1)]
+
+
+def check_same_step(step: int, where) -> None:
+    """After a restore: every process restored the same step, else every process refuses to run (one line).
+
+    Processes that see different checkpoints (a workdir that is not one shared folder, a copy that lags)
+    would otherwise train from different states in lockstep."""
+    steps = every_process(step)
+    if len(set(steps)) > 1:
+        seen = ", ".join(f"process {index}: step {value}" for index, value in enumerate(steps))
+        raise FunmatchError(
+            f"{where}: the processes restored different checkpoints ({seen}); every process must see the same "
+            "workdir on a shared file system (see the README: several hosts)")
+
+
 def check_batch_size(global_batch: int, flag: str = "batch_size") -> int:
     """The per-process batch; the global batch must divide over processes and devices."""
     devices = replica_count()

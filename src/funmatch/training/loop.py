@@ -330,6 +330,7 @@ def fit_resumable(
     checkpointer = Checkpointer(workdir / "checkpoints", keep=keep_checkpoints)
     meta = checkpointer.restore(groups()) or {}
     start_step = int(meta.get("step", 0))
+    runtime.check_same_step(start_step, workdir / "checkpoints")  # several processes: all at one step, or none
     seconds, cpu_seconds = float(meta.get("train_seconds", 0.0)), float(meta.get("train_cpu_seconds", 0.0))
     spent = budget_spent(budget, seconds, cpu_seconds)
     if start_step >= total_steps or spent:
