@@ -3,7 +3,8 @@
 - Backend: on a TPU or GPU machine the Keras backend is JAX (`choose_backend`); on CPU it is Keras'
   own default (TensorFlow) unless `KERAS_BACKEND` says otherwise. `tf.data` feeds every backend, and
   on JAX TensorFlow is kept off the accelerators (`keep_tensorflow_off_accelerators`), so that it
-  never claims the TPU or the GPU memory JAX needs.
+  never claims the TPU or the GPU memory JAX needs. Every command that builds or runs a model does both
+  through `launch`, before Keras is imported, so every command and tuning trial runs where distill runs.
 - Processes: `initialize` joins N processes into one JAX runtime (`keras.distribution.initialize`,
   i.e. `jax.distributed.initialize`) from the launch flags (`--coordinator HOST:PORT --num-processes N
   --process-id I`) or the `KERAS_DISTRIBUTION_*` variables. Each process reads its own shard of the
