@@ -632,6 +632,57 @@ def case_label_run_name(env: Env):
         "misleading" if wrong else "ok", line[:120])
 
 
+# --- runtime: the launch and the run's precision (issue 23) ----------------------------------------------
+
+
+def case_unreachable_coordinator(env: Env):
+    """A worker whose --coordinator nobody answers (the default wait, FUNMATCH_COORDINATOR_TIMEOUT unset)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    teacher = env.teacher("coordinator_teacher.keras")
+    args = [*env.distill_args(env.root / "w_coordinator", teacher=teacher), "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", "2", "--process-id", "1"]
+    result = env.cli(*args, timeout=300, env=dict(env.env, KERAS_BACKEND="jax"))  # several processes: JAX
+    return ["KERAS_BACKEND=jax", *args], expect_error(result, rf"--coordinator 127\.0\.0\.1:{port}.*within \d+ s")
+
+
+def case_unknown_backend(env: Env):
+    args = ["labels", "--config", SMOKE, "--data", env.data(), "--workdir", env.root / "w_backend", "--no-progress"]
+    result = env.cli(*args, env=dict(env.env, KERAS_BACKEND="nonsense"))
+    return ["KERAS_BACKEND=nonsense", *args], expect_error(result, r"KERAS_BACKEND=nonsense: funmatch runs on")
+
+
+def case_resume_other_precision(env: Env):
+    workdir = env.copy_run("w_precision")  # a float32 run (auto on CPU)
+    args = [*env.distill_args(workdir, f"{SMOKE},total_steps=6"), "--precision", "bfloat16"]
+    return args, expect_error(env.cli(*args), r"computed in float32, this one computes in bfloat16.*--precision float32")
+
+
+def case_nan_teacher(env: Env):
+    teacher = env.teacher("nan_teacher.keras")
+    poison = (f"from funmatch import models\nm = models.load({str(teacher)!r})\nimport numpy as np\n"
+              "v = m.trainable_variables[0]; w = np.array(v.numpy()); w.flat[0] = np.nan; v.assign(w)\n"
+              f"m.save({str(teacher)!r})\n")
+    made = env.python(poison)
+    if made.rc != 0:
+        return ["distill --teacher nan_teacher.keras"], ("case error", made.last_line[:120])
+    env.base_run()
+    args = env.distill_args(env.root / "w_nan_teacher", teacher=teacher)
+    return args, expect_error(env.cli(*args), r"--teacher .*nan_teacher\.keras: the teacher's weight .* NaN")
+
+
+RUNTIME_CASES = [
+    ("unreachable --coordinator", case_unreachable_coordinator),
+    ("KERAS_BACKEND=nonsense", case_unknown_backend),
+    ("resume in another --precision", case_resume_other_precision),
+    ("teacher with a NaN weight", case_nan_teacher),
+]
+# --- end of the runtime rows -------------------------------------------------------------------------------
+
+
 CASES = [
     ("recipe N differs from the card", case_recipe_n_vs_card),
     ("card count hand-edited", case_card_count_edited),
@@ -671,6 +722,7 @@ CASES = [
     ("distill on 2 JAX devices", case_distill_two_jax_devices),
     ("teacher on 2 JAX devices", case_teacher_two_jax_devices),
     ("label run's summary line", case_label_run_name),
+    *RUNTIME_CASES,
 ]
 
 
