@@ -721,6 +721,55 @@ def case_prepare_tfrecord_not_records(env: Env):
     (folder / "a.conf").write_text("key = value\n" * 30)
     args = ["prepare", f"tfrecord:{folder}/*.conf", "--out", env.root / "out_conf", "--no-progress"]
     return args, expect_error(env.cli(*args), r"a\.conf is not a TFRecord file")
+# --- runtime: the launch and the run's precision (issue 23) ----------------------------------------------
+
+
+def case_unreachable_coordinator(env: Env):
+    """A worker whose --coordinator nobody answers (the default wait, FUNMATCH_COORDINATOR_TIMEOUT unset)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    teacher = env.teacher("coordinator_teacher.keras")
+    args = [*env.distill_args(env.root / "w_coordinator", teacher=teacher), "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", "2", "--process-id", "1"]
+    result = env.cli(*args, timeout=300, env=dict(env.env, KERAS_BACKEND="jax"))  # several processes: JAX
+    return ["KERAS_BACKEND=jax", *args], expect_error(result, rf"--coordinator 127\.0\.0\.1:{port}.*within \d+ s")
+
+
+def case_unknown_backend(env: Env):
+    args = ["labels", "--config", SMOKE, "--data", env.data(), "--workdir", env.root / "w_backend", "--no-progress"]
+    result = env.cli(*args, env=dict(env.env, KERAS_BACKEND="nonsense"))
+    return ["KERAS_BACKEND=nonsense", *args], expect_error(result, r"KERAS_BACKEND=nonsense: funmatch runs on")
+
+
+def case_resume_other_precision(env: Env):
+    workdir = env.copy_run("w_precision")  # a float32 run (auto on CPU)
+    args = [*env.distill_args(workdir, f"{SMOKE},total_steps=6"), "--precision", "bfloat16"]
+    return args, expect_error(env.cli(*args), r"computed in float32, this one computes in bfloat16.*--precision float32")
+
+
+def case_nan_teacher(env: Env):
+    teacher = env.teacher("nan_teacher.keras")
+    poison = (f"from funmatch import models\nm = models.load({str(teacher)!r})\nimport numpy as np\n"
+              "v = m.trainable_variables[0]; w = np.array(v.numpy()); w.flat[0] = np.nan; v.assign(w)\n"
+              f"m.save({str(teacher)!r})\n")
+    made = env.python(poison)
+    if made.rc != 0:
+        return ["distill --teacher nan_teacher.keras"], ("case error", made.last_line[:120])
+    env.base_run()
+    args = env.distill_args(env.root / "w_nan_teacher", teacher=teacher)
+    return args, expect_error(env.cli(*args), r"--teacher .*nan_teacher\.keras: the teacher's weight .* NaN")
+
+
+RUNTIME_CASES = [
+    ("unreachable --coordinator", case_unreachable_coordinator),
+    ("KERAS_BACKEND=nonsense", case_unknown_backend),
+    ("resume in another --precision", case_resume_other_precision),
+    ("teacher with a NaN weight", case_nan_teacher),
+]
+# --- end of the runtime rows -------------------------------------------------------------------------------
 
 
 CASES = [
@@ -923,6 +972,7 @@ CASES += [
     ("tune worker: a chief hands out ../../x", case_tune_hostile_trial_id),
     ("tune --targets of another teacher", case_tune_targets_other_teacher),
     ("tune --targets top-k, a trial at T=2", case_tune_top_k_other_temperature),
+    *RUNTIME_CASES,
 ]
 
 

@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_tensorflow_import()
     try:
+        if os.environ.get("KERAS_BACKEND"):  # a name Keras cannot import: one line, before any command imports it
+            from funmatch.runtime import check_backend_name
+
+            check_backend_name(os.environ["KERAS_BACKEND"])
         result = args._main(args)
     except FunmatchError as e:
         print(f"funmatch {args.command}: error: {e}", file=sys.stderr)

@@ -3,7 +3,8 @@
 - Backend: on a TPU or GPU machine the Keras backend is JAX (`choose_backend`); on CPU it is Keras'
   own default (TensorFlow) unless `KERAS_BACKEND` says otherwise. `tf.data` feeds every backend, and
   on JAX TensorFlow is kept off the accelerators (`keep_tensorflow_off_accelerators`), so that it
-  never claims the TPU or the GPU memory JAX needs.
+  never claims the TPU or the GPU memory JAX needs. Every command that builds or runs a model does both
+  through `launch`, before Keras is imported, so every command and tuning trial runs where distill runs.
 - Processes: `initialize` joins N processes into one JAX runtime (`keras.distribution.initialize`,
   i.e. `jax.distributed.initialize`) from the launch flags (`--coordinator HOST:PORT --num-processes N
   --process-id I`) or the `KERAS_DISTRIBUTION_*` variables. Each process reads its own shard of the
@@ -269,12 +270,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, timeout_s: float = DEFAULT_COORDINATOR_TIMEOUT_S) -> dict[str, Any] | None:
     """Join this process to a multi-process JAX run; a no-op for one process. Call before any compute.
 
-    Processes other than 0 first wait up to `timeout_s` for process 0's address to answer."""
+    Processes other than 0 wait up to `timeout_s` for process 0's address to answer (after their own
+    imports of TensorFlow, JAX and Keras, which take process 0 as long before it listens)."""
     settings = launch_settings(coordinator, num_processes, process_id)
     if settings is None or _state["initialized"]:
         return settings
-    if settings["coordinator"] != "auto" and settings["process_id"] != 0:
-        wait_for_coordinator(settings["coordinator"], timeout_s)
     if "keras" not in sys.modules:
         os.environ.setdefault("KERAS_BACKEND", "jax")  # several processes: JAX unless the user chose otherwise
     if choose_backend() != "jax":
@@ -290,6 +290,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     import keras
 
     coordinator = None if settings["coordinator"] == "auto" else settings["coordinator"]
+    if coordinator is not None and settings["process_id"] != 0:  # the clock starts once the imports are paid
+        wait_for_coordinator(coordinator, timeout_s)
     keras.distribution.initialize(coordinator, settings["num_processes"], settings["process_id"])
     _state["initialized"] = True
     return settings
@@ -340,6 +342,29 @@ def from_process_0(value: int) -> int:
     from jax.experimental import multihost_utils
 
     return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
+
+
+def every_process(value: int) -> list[int]:
+    """`value` of every process, in process order, on every process (one collective); [value] for one."""
+    if process_info()[1] == 1:
+        return [int(value)]
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.asarray(value, np.int64))).reshape(-1)]
+
+
+def check_same_step(step: int, where) -> None:
+    """After a restore: every process restored the same step, else every process refuses to run (one line).
+
+    Processes that see different checkpoints (a workdir that is not one shared folder, a copy that lags)
+    would otherwise train from different states in lockstep."""
+    steps = every_process(step)
+    if len(set(steps)) > 1:
+        seen = ", ".join(f"process {index}: step {value}" for index, value in enumerate(steps))
+        raise FunmatchError(
+            f"{where}: the processes restored different checkpoints ({seen}); every process must see the same "
+            "workdir on a shared file system (see the README: several hosts)")
 
 
 def check_batch_size(global_batch: int, flag: str = "batch_size") -> int:

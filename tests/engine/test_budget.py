@@ -99,3 +99,25 @@ def test_without_budget_the_run_goes_to_its_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "time", clock.module())
     result = _tiny_fit(tmp_path, clock, budget={"max_wall_seconds": 0}, total_steps=8)
     assert result["step"] == 8 and result["stopped_by"] is None and result["train_seconds"] == 8.0
+
+
+def test_several_processes_decide_the_budget_at_the_check_points_only(tmp_path, monkeypatch):
+    """With several processes the budget is process 0's decision, broadcast only where the loop reads the
+    host anyway (every CHECK_EVERY steps and at chunk ends), never after every step."""
+    from funmatch import runtime
+
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "time", clock.module())
+    asked_at = []  # the steps (one fake second each) at which the processes agreed on the budget
+
+    def from_process_0(value):
+        asked_at.append(int(clock.now))
+        return int(value)
+
+    monkeypatch.setattr(runtime, "process_info", lambda: (0, 2))  # process 0 of two
+    monkeypatch.setattr(runtime, "from_process_0", from_process_0)
+    monkeypatch.setattr(runtime, "every_process", lambda value: [int(value)] * 2)
+    monkeypatch.setattr(runtime, "barrier", lambda name: None)
+    result = _tiny_fit(tmp_path, clock, budget={"max_wall_seconds": 6.5}, total_steps=40, chunk=4)
+    assert asked_at == [4, 8]  # chunk ends (CHECK_EVERY = 10 > 4); the budget ran out at 6.5 s
+    assert result["step"] == 8 and result["stopped_by"] == "max_wall_seconds"

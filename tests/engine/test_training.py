@@ -71,7 +71,7 @@ def test_restore_without_checkpoint_returns_none(tmp_path):
 def test_prepare_workdir_resume_rules(tmp_path):
     workdir = tmp_path / "run"
     assert prepare_workdir(workdir, {"lr": 0.1, "steps": 10}) is False
-    assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.1, "steps": 10}
+    assert json.loads((workdir / "config.json").read_text()) == {"lr": 0.1, "steps": 10, "precision": "float32"}
     assert prepare_workdir(workdir, {"lr": 0.1, "steps": 10}) is True
     (workdir / "metrics.jsonl").write_text('{"step": 5}\n')  # the run trained: its settings are fixed
     with pytest.raises(FunmatchError, match=r"lr: 0.1 -> 0.2"):

@@ -95,12 +95,13 @@ def _cli(argv, tmp_path, **env):
             "seconds": time.monotonic() - started}
 
 
-def test_an_unknown_backend_is_one_line(tmp_path):
+@pytest.mark.parametrize("argv", [COMMANDS["labels"][0], ["models", "list", "--names", "tiny*"]])
+def test_an_unknown_backend_is_one_line(tmp_path, argv):
     _fixture_files(tmp_path)
-    result = _cli(COMMANDS["labels"][0], tmp_path, KERAS_BACKEND="nonsense")
+    result = _cli(argv, tmp_path, KERAS_BACKEND="nonsense")
     assert result["status"] == 2 and "Traceback" not in result["stderr"], result
     lines = [line for line in result["stderr"].splitlines() if line.strip()]
-    assert lines == ["funmatch labels: error: KERAS_BACKEND=nonsense: funmatch runs on the jax or tensorflow backend; "
+    assert lines == [f"funmatch {argv[0]}: error: KERAS_BACKEND=nonsense: funmatch runs on the jax or tensorflow backend; "
                      "set KERAS_BACKEND to one of them, or unset it (JAX on GPUs and TPUs, else TensorFlow)"]
 
 
@@ -111,11 +112,11 @@ def test_an_unreachable_coordinator_is_one_line_within_its_timeout(tmp_path):
         port = probe.getsockname()[1]
     argv = COMMANDS["distill"][0] + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
                                      "--coordinator-timeout", "2"]
-    result = _cli(argv, tmp_path)
-    assert result["status"] == 2 and result["heavy"] == [], result
+    result = _cli(argv, tmp_path, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")  # several processes run on JAX
+    assert result["status"] == 2, result
     lines = [line for line in result["stderr"].splitlines() if line.strip()]
     assert len(lines) == 1 and f"--coordinator 127.0.0.1:{port}: process 0 cannot be reached" in lines[0], lines
-    assert "within 2 s" in lines[0] and result["seconds"] < 60
+    assert "within 2 s" in lines[0] and result["seconds"] < 280  # imports + 2 s; JAX alone waits 300 s
 
 
 def test_the_coordinator_timeout_defaults_to_a_minute_and_is_checked():

@@ -8,7 +8,10 @@ A workdir holds:
     log.csv, tensorboard/        the same figures for spreadsheets / TensorBoard
 
 Checkpoints are written to a temporary sibling folder and renamed into place, so a killed run never
-leaves a half-written checkpoint that looks complete. Only the last `keep` are kept.
+leaves a half-written checkpoint that looks complete. Only the last `keep` are kept. Several processes
+share one workdir: process 0 writes, every process waits for the write (a barrier) and, after a restore,
+checks that all restored the same step (`funmatch.runtime.check_same_step`); temporary names carry the
+host and process id (`temporary_tag`).
 
 Keras' "epoch" is used as a *chunk* of `chunk_steps` optimizer steps: the state (which the JAX backend
 keeps outside the Keras variables during an epoch) is synced at every chunk end, where we evaluate, log
@@ -49,6 +52,13 @@ def complete_steps(directory: os.PathLike) -> list[int]:
     return sorted(out)
 
 
+def temporary_tag() -> str:
+    """`HOST-PID`: in the names of temporary files and folders, so that processes on different hosts writing
+    to one shared folder never pick the same name."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def atomic_write_text(path: os.PathLike, text: str) -> None:
     """Write `text` to `path` through a temporary file + rename (never a half-written file).
 
@@ -58,7 +68,7 @@ def atomic_write_text(path: os.PathLike, text: str) -> None:
         return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{temporary_tag()}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
@@ -70,7 +80,7 @@ def atomic_save_npy(path: os.PathLike, array: np.ndarray) -> None:
     if not _is_first_process():
         return
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{temporary_tag()}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         np.save(f, array)
         f.flush()
@@ -89,7 +99,7 @@ def atomic_save_keras(model, path: os.PathLike, *, eval_crop_fraction: float | N
     path = pathlib.Path(path)
     if eval_crop_fraction is not None and hasattr(model, "eval_crop_fraction"):
         model.eval_crop_fraction = float(eval_crop_fraction)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    tmp = path.with_name(f".{path.stem}.tmp-{temporary_tag()}.keras")
     try:
         model.save(tmp)
         os.replace(tmp, path)
@@ -124,8 +134,16 @@ class Checkpointer:
         return self.directory / f"{CHECKPOINT_PREFIX}{step:09d}"
 
     def save(self, step: int, groups: dict[str, Sequence[Any]], meta: dict[str, Any] | None = None) -> pathlib.Path:
-        if not _is_first_process():  # process 0 writes; every process restores
-            return self.path(step)
+        """Process 0 writes the checkpoint of `step`; every process returns once it is in place (a barrier:
+        no process runs ahead of a checkpoint that a restart would need)."""
+        if _is_first_process():
+            self._write(step, groups, meta)
+        from funmatch import runtime
+
+        runtime.barrier(f"funmatch checkpoint {step}")
+        return self.path(step)
+
+    def _write(self, step: int, groups: dict[str, Sequence[Any]], meta: dict[str, Any] | None) -> pathlib.Path:
         arrays, layout = {}, {}
         for group, variables in groups.items():
             layout[group] = []
@@ -137,7 +155,7 @@ class Checkpointer:
         final = self.path(step)
         tmp = None
         try:
-            tmp = pathlib.Path(tempfile.mkdtemp(dir=self.directory, prefix=".tmp-"))
+            tmp = pathlib.Path(tempfile.mkdtemp(dir=self.directory, prefix=f".tmp-{temporary_tag()}-"))
             with open(tmp / "state.npz", "wb") as f:
                 np.savez(f, **arrays)
                 f.flush()

@@ -166,7 +166,8 @@ def _build_loop_callback(
             every `check_every` steps, at the run's first step and at each chunk end)."""
             self.step += 1
             chunk_end = self.step >= total_steps or self.step % chunk_steps == 0
-            if chunk_end or self.step % check_every == 0 or self.first_loss is None:
+            checked = chunk_end or self.step % check_every == 0 or self.first_loss is None
+            if checked:
                 self.check(logs)
             if self.step >= total_steps:
                 self.model.stop_training = True
@@ -179,6 +180,8 @@ def _build_loop_callback(
                     index = runtime.from_process_0(BUDGET_KEYS.index(self.stopped_by) if self.stopped_by else -1)
                     self.stopped_by = BUDGET_KEYS[index] if index >= 0 else None
                 if self.stopped_by:  # Keras ends the chunk here: on_epoch_end evaluates and checkpoints
+                    if not checked:  # the loss of the step the checkpoint will hold
+                        self.check(logs)
                     self.model.stop_training = True
 
         def check(self, logs) -> None:
@@ -330,6 +333,7 @@ def fit_resumable(
     checkpointer = Checkpointer(workdir / "checkpoints", keep=keep_checkpoints)
     meta = checkpointer.restore(groups()) or {}
     start_step = int(meta.get("step", 0))
+    runtime.check_same_step(start_step, workdir / "checkpoints")  # several processes: all at one step, or none
     seconds, cpu_seconds = float(meta.get("train_seconds", 0.0)), float(meta.get("train_cpu_seconds", 0.0))
     spent = budget_spent(budget, seconds, cpu_seconds)
     if start_step >= total_steps or spent:
