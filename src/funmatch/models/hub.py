@@ -18,21 +18,11 @@ import json
 import os
 
 from funmatch.errors import FunmatchError
+from funmatch.models.optional import INSTALL, require_keras_hub  # noqa: F401 (INSTALL: re-exported)
 
 PREFIX = "hub:"  # registry names: hub:SOURCE (the preset's weights) ...
 RANDOM_PREFIX = "hub_random:"  # ... and hub_random:SOURCE (its architecture, random weights)
-INSTALL = ("pip install --no-deps keras-hub && pip install 'funmatch[hub]' (keras-hub without tensorflow-text, "
-           "which would bring a second TensorFlow), or bash scripts/setup.sh")
 HANDLES = ("kaggle://", "hf://", "modelscope://")
-
-
-def require_keras_hub(what: str):
-    """The `keras_hub` module; FunmatchError naming `what` needs it and how to install it."""
-    try:
-        import keras_hub
-    except ImportError as error:
-        raise FunmatchError(f"{what} needs keras-hub, which is not installed: {INSTALL}") from error
-    return keras_hub
 
 
 def is_preset(source: str) -> bool:
