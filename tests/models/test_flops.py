@@ -53,3 +53,26 @@ def test_tiny_cnn_counts_by_hand():
     sizes = [32, 32, 16, 8]  # at 64 px
     flops = sum(2 * size * size * 9 * cin * cout for size, (cin, cout) in zip(sizes, convs)) + 2 * 4 * width * 10
     assert fm.count_flops(model, 64) == flops
+
+
+def test_layers_called_inside_a_subclassed_layer_are_counted():
+    """keras-hub's blocks are subclassed layers that call their convolutions in `call`: those count too."""
+    import keras
+
+    from funmatch.models import count_flops
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(8, 3, padding="same")
+            self.depthwise = keras.layers.DepthwiseConv2D(3, padding="same")
+
+        def call(self, x):
+            return self.depthwise(self.conv(x))
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(Block()(inputs)))
+    model = keras.Model(inputs, outputs)
+    # conv 3x3, 3 -> 8 at 10x10; depthwise 3x3 on 8 channels at 10x10; dense 8 -> 5.
+    expected = 2 * 100 * 9 * 3 * 8 + 2 * 100 * 9 * 8 + 2 * 8 * 5
+    assert count_flops(model, 10) == expected

@@ -76,3 +76,13 @@ def test_hub_teacher_to_hub_and_applications_students(hub_presets, hub_data, tmp
           "--no-progress")
     metrics = json.loads((app_run / "metrics.json").read_text())
     assert metrics["step"] == 2 and np.isfinite(metrics["test_agreement"])
+
+
+def test_teacher_init_with_another_class_count_is_one_line(hub_presets, hub_data, tmp_path, capsys):
+    from funmatch import models
+
+    models.save(models.create("tiny_cnn", num_classes=7, resolution=32), tmp_path / "seven.keras")
+    code = cli.main(["teacher", "--config", SMOKE, "--data", str(hub_data), "--workdir", str(tmp_path / "run"),
+                     "--init", str(tmp_path / "seven.keras"), "--no-progress"])
+    text = capsys.readouterr().err
+    assert code != 0 and "the model has 7 classes, the data has 4" in text and len(text.strip().splitlines()) == 1

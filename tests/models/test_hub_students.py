@@ -46,3 +46,20 @@ def test_applications_student_from_a_notop_weights_file(tmp_path):
         models.create(f"mobilenet_v3_large@{tmp_path / 'notop.weights.h5'}", num_classes=4, resolution=32)
     with pytest.raises(Exception, match="weights file not found"):
         models.create("mobilenet_v3_small@/no/such.h5", num_classes=4, resolution=32)
+
+
+def test_an_imported_model_at_another_resolution_keeps_its_weights(hub_presets):
+    from funmatch import models
+    from funmatch.errors import FunmatchError
+    from funmatch.models import hub
+
+    teacher = hub.hub_classifier(str(hub_presets["resnet"]))
+    resized = models.with_resolution(teacher, 48)
+    assert models.contract(resized)["resolution"] == 48
+    assert models.contract(resized)["preprocessing"] == models.contract(teacher)["preprocessing"]
+    for ours, theirs in zip(resized.get_weights(), teacher.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(resized.predict(images, verbose=0), teacher.predict(images, verbose=0), atol=1e-6)
+    with pytest.raises(FunmatchError, match="does not run at 48 px"):  # a ViT's patch grid is fixed
+        models.with_resolution(hub.hub_classifier(str(hub_presets["vit"])), 48)

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run folder; re-running the same command resumes")
     parser.add_argument("--model", default="student",
                         help="what to train: 'student' (the recipe's student, default) or any registry name "
-                             "(see `funmatch models`), at the recipe's student resolution")
+                             "(see `funmatch models`; also hub:PRESET, a keras-hub preset's backbone with its weights, "
+                             "hub_random:PRESET, and NAME@FILE, a keras.applications network from its weights "
+                             "without the top), at the recipe's student resolution")
     parser.add_argument("--teacher", default=None,
                         help="a teacher .keras file: its agreement with the trained model is measured (not trained on)")
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup p of label training (default 0: none)")

@@ -79,7 +79,7 @@ def check_format_supported(format: str, backend: str | None = None) -> None:
             f"--format {format}: not available on the {backend} backend; run with KERAS_BACKEND=tensorflow (or jax)"
         )
     if format == "keras-hub" and _missing("keras_hub"):
-        from funmatch.models.hub import INSTALL
+        from funmatch.models.optional import INSTALL
 
         raise FunmatchError(f"--format keras-hub needs keras-hub, which is not installed: {INSTALL}")
     if format == "onnx":

@@ -7,6 +7,11 @@ carries its preprocessing contract (`contract(model)`) through `.keras` save / l
     funmatch.models.load_bit_npz(model, "gs://bit_models/BiT-M-R50x1.npz")  # head re-initialised
     model.save("teacher.keras"); model = funmatch.models.load("teacher.keras")
     student = funmatch.models.load("eurosat_student")  # a shipped model, by name (`shipped`)
+    student = funmatch.models.create("hub:path/to/preset", num_classes=10)  # a keras-hub backbone, new head
+    teacher = funmatch.models.import_model("path/to/preset")  # any Keras image classifier (`importer`)
+
+A model from elsewhere records what its own backbone takes (`preprocessing`); the Classifier maps the
+pipelines' [-1, 1] input to it.
 
 May import errors only; `funmatch models` (the command) is `funmatch.commands.models`.
 """
@@ -22,6 +27,7 @@ from funmatch.models.checkpoints import (
 )
 from funmatch.models.classifier import Classifier, contract, save
 from funmatch.models.flops import count_flops, count_params
+from funmatch.models.importer import import_model
 from funmatch.models.layers import GroupNorm, PaddedMaxPool2D, StandardizedConv2D, group_count
 from funmatch.models.registry import create, family, list_models, with_resolution
 from funmatch.models.shipped import list_shipped, load, load_shipped
@@ -45,6 +51,7 @@ __all__ = [
     "create",
     "family",
     "group_count",
+    "import_model",
     "list_models",
     "list_shipped",
     "load",

@@ -162,11 +162,11 @@ def load(path: str | os.PathLike) -> keras.Model:
         raise FunmatchError(f"{path}: not a .keras file (not a zip archive: truncated, damaged or another format)")
     names = _config_names(path) if os.path.isfile(path) else b""
     if b'"keras_hub' in names:
-        from funmatch.models.hub import require_keras_hub
+        from funmatch.models.optional import require_keras_hub
 
         require_keras_hub(f"{path}: a keras-hub model")  # importing it registers its classes with Keras
     if b'"funmatch>SavedModelLayer"' in names:
-        from funmatch.models.importer import _savedmodel_layer_class
+        from funmatch.models.savedmodel import _savedmodel_layer_class
 
         _savedmodel_layer_class()  # registers the layer of an imported SavedModel
     try:

@@ -11,11 +11,14 @@ Conventions (state them next to every figure you report):
   these networks). This is "2 x MACs", e.g. ResNet-50 at 224 px ~ 8.2 GFLOPs (4.1 GMACs).
 
 FLOPs are found by propagating symbolic shapes through the functional graph (nested functional
-models are entered), so they can be computed at any resolution the layers accept.
+models are entered), so they can be computed at any resolution the layers accept. Layers of a subclassed
+layer (keras-hub's blocks call their convolutions inside `call`) are counted as they are called while the
+enclosing layer's output shape is computed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -99,9 +102,29 @@ def _run_counting(model, inputs, totals: list) -> object:
     return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
+@contextlib.contextmanager
+def _counting_inner_calls(totals: list):
+    """While active, every Layer called inside another layer's `call` (not a graph node) adds its FLOPs."""
+    original = keras.layers.Layer.__call__
+
+    def counting_call(self, *args, **kwargs):
+        outputs = original(self, *args, **kwargs)
+        shape = getattr(outputs, "shape", None)
+        if shape is not None and not isinstance(self, keras.Model):
+            totals[0] += _layer_flops(self, args, outputs)
+        return outputs
+
+    keras.layers.Layer.__call__ = counting_call
+    try:
+        yield
+    finally:
+        keras.layers.Layer.__call__ = original
+
+
 def count_flops(model: keras.Model, resolution: int, *, channels: int = 3) -> int:
     """FLOPs per image of `resolution x resolution x channels` (multiply-add = 2 FLOPs; see module doc)."""
     inputs = keras.KerasTensor((1, int(resolution), int(resolution), int(channels)), dtype="float32")
     totals = [0]
-    _run_counting(model, inputs, totals)
+    with _counting_inner_calls(totals):
+        _run_counting(model, inputs, totals)
     return int(totals[0])

@@ -18,21 +18,11 @@ import json
 import os
 
 from funmatch.errors import FunmatchError
+from funmatch.models.optional import INSTALL, require_keras_hub  # noqa: F401 (INSTALL: re-exported)
 
 PREFIX = "hub:"  # registry names: hub:SOURCE (the preset's weights) ...
 RANDOM_PREFIX = "hub_random:"  # ... and hub_random:SOURCE (its architecture, random weights)
-INSTALL = ("pip install --no-deps keras-hub && pip install 'funmatch[hub]' (keras-hub without tensorflow-text, "
-           "which would bring a second TensorFlow), or bash scripts/setup.sh")
 HANDLES = ("kaggle://", "hf://", "modelscope://")
-
-
-def require_keras_hub(what: str):
-    """The `keras_hub` module; FunmatchError naming `what` needs it and how to install it."""
-    try:
-        import keras_hub
-    except ImportError as error:
-        raise FunmatchError(f"{what} needs keras-hub, which is not installed: {INSTALL}") from error
-    return keras_hub
 
 
 def is_preset(source: str) -> bool:
@@ -85,10 +75,9 @@ def load_task(source: str, *, num_classes: int | None = None, load_weights: bool
     keras_hub = require_keras_hub(f"keras-hub preset {source}")
     source = str(source)
     check_preset_folder(source)
+    local = os.path.isdir(source)
     try:
-        loader_backbone = _backbone_class(keras_hub, source)
-    except FunmatchError:
-        raise
+        loader_backbone = _backbone_class(source)
     except Exception as error:  # keras-hub raises many types for a handle it cannot reach
         raise FunmatchError(f"{source}: could not read the keras-hub preset ({_error_line(error)})") from error
     task_class = _image_classifier_class(keras_hub, loader_backbone)
@@ -100,13 +89,14 @@ def load_task(source: str, *, num_classes: int | None = None, load_weights: bool
     preset_classes = preset_num_classes(source)
     if num_classes is not None and num_classes != preset_classes:
         kwargs["num_classes"] = int(num_classes)  # keras-hub then builds a new head (task weights not loaded)
-    elif preset_classes is None:
+    elif preset_classes is None and local:  # a handle's task.json is keras-hub's to read
         raise FunmatchError(f"{source}: the preset has no classifier head (no task.json); give --num-classes "
                             "for a new head")
     try:
         task = task_class.from_preset(source, load_weights=load_weights, activation=None, **kwargs)
     except Exception as error:  # keras / h5py / keras-hub errors for damaged weights or configs
-        raise FunmatchError(f"{source}: damaged keras-hub preset ({_error_line(error)})") from error
+        what = "damaged keras-hub preset" if local else "could not load the keras-hub preset"
+        raise FunmatchError(f"{source}: {what} ({_error_line(error)})") from error
     converter = None
     preprocessor = getattr(task, "preprocessor", None)
     if preprocessor is not None:
@@ -115,7 +105,7 @@ def load_task(source: str, *, num_classes: int | None = None, load_weights: bool
     return task, converter
 
 
-def _backbone_class(keras_hub, source: str):
+def _backbone_class(source: str):
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
     return get_preset_loader(source).check_backbone_class()

@@ -8,7 +8,7 @@ Sources (`source_kind` tells them apart):
                        (with its top); the contract is that family's `preprocess_input` mode
     .keras file        any Keras model images -> logits; `preprocessing` must be given (a file does not say)
     SavedModel folder  a TensorFlow SavedModel with a `serving_default` signature (TensorFlow backend), kept
-                       by path in the .keras file (`SavedModelLayer`, inference only: a teacher) with the
+                       by path in the .keras file (`savedmodel.SavedModelLayer`, inference only) with the
                        folder's content hash: it loads only while the folder holds the bytes that were
                        imported (the user vouched for them; Keras' own TFSMLayer is refused by safe mode);
                        `preprocessing` must be given
@@ -20,7 +20,6 @@ the source. May import errors and the models package's own modules.
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 
@@ -172,71 +171,12 @@ def _load_savedmodel(source: str, resolution: int | None):
     size = resolution or (specs[0].shape[1] if specs[0].shape[1] == specs[0].shape[2] else None)
     if not size:
         raise FunmatchError(f"{source}: the serving signature has no static square input size; give --resolution")
+    from funmatch.models.savedmodel import SavedModelLayer, folder_sha256
+
     layer = SavedModelLayer(os.path.abspath(source), folder_sha256(source), name="savedmodel_serving_default")
     inputs = keras.Input((int(size), int(size), 3), name="images")
     output = _single_output(layer(inputs), source)
     return keras.Model(inputs, output, name="savedmodel")
-
-
-def folder_sha256(path) -> str:
-    """SHA-256 over a folder's files (relative names and contents, in sorted order)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            digest.update(os.path.relpath(full, path).encode() + b"\0")
-            with open(full, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def _savedmodel_layer_class():
-    import keras
-
-    @keras.saving.register_keras_serializable(package="funmatch")
-    class SavedModelLayer(keras.layers.Layer):
-        """A SavedModel's `serving_default` signature as a frozen Keras layer (TensorFlow backend): images ->
-        its single output. Loads only while the folder's content hash is `sha256` (the imported bytes)."""
-
-        def __init__(self, path: str, sha256: str, **kwargs):
-            kwargs["trainable"] = False  # a frozen graph: nothing to train
-            super().__init__(**kwargs)
-            self.savedmodel_path, self.sha256 = str(path), str(sha256)
-            if not os.path.isdir(self.savedmodel_path):
-                raise FunmatchError(f"{self.savedmodel_path}: the SavedModel this model was imported from is gone")
-            if folder_sha256(self.savedmodel_path) != self.sha256:
-                raise FunmatchError(f"{self.savedmodel_path}: the SavedModel changed since it was imported; import it again "
-                                    "(funmatch models import)")
-            import tensorflow as tf
-
-            loaded = tf.saved_model.load(self.savedmodel_path)
-            # Kept out of Keras' attribute tracking (its variables are the SavedModel's, not this layer's);
-            # the function needs the loaded object alive.
-            self.__dict__["_loaded"] = loaded
-            self.__dict__["_function"] = loaded.signatures["serving_default"]
-            self.__dict__["_input_name"] = list(self._function.structured_input_signature[1])[0]
-
-        def call(self, images):
-            outputs = self._function(**{self._input_name: images})
-            return next(iter(outputs.values())) if len(outputs) == 1 else outputs
-
-        def compute_output_spec(self, images):
-            outputs = self._function.structured_outputs
-            spec = next(iter(outputs.values()))
-            return keras.KerasTensor((images.shape[0],) + tuple(spec.shape[1:]), dtype=spec.dtype.name)
-
-        def get_config(self):
-            return {**super().get_config(), "path": self.savedmodel_path, "sha256": self.sha256}
-
-    return SavedModelLayer
-
-
-def SavedModelLayer(*args, **kwargs):  # noqa: N802 (a class, built on first use so Keras loads lazily)
-    return _savedmodel_layer_class()(*args, **kwargs)
 
 
 def _import_application(source: str, num_classes, resolution, preprocessing, weights):

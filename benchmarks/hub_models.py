@@ -1,0 +1,100 @@
+"""Models from elsewhere: import and export times of a keras-hub preset, and the cost of a hub student.
+
+    nice -n 10 python benchmarks/hub_models.py [--resolution 224] [--student-resolution 48]
+
+No network: the "zoo" preset is a keras-hub MobileNetV3-Small-style backbone (the configuration of
+keras-hub's MobileNetBackbone docstring) with a 1000-class head and an ImageNet mean/std image converter,
+randomly initialised and saved locally; the times are those of a preset of that size (files on local disk).
+
+Prints, side by side: preset size; `funmatch models import` (load + contract + check + write) process CPU
+seconds and wall seconds; a hub student built from the preset (`hub:PRESET`, new 10-class head) at the
+student resolution against `tiny_cnn` (parameters, MFLOPs per image); `funmatch export --format keras-hub`
+(write + reload through `ImageClassifier.from_preset` + check) CPU and wall seconds. Quote `uptime`'s load
+with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def zoo_preset(folder: pathlib.Path, resolution: int) -> None:
+    import keras_hub
+
+    backbone = keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[40, 56], [64, 144, 144], [72, 72], [144, 288, 288]],
+        stackwise_num_blocks=[2, 3, 2, 3],
+        stackwise_num_filters=[[16, 16], [24, 24, 24], [24, 24], [48, 48, 48]],
+        stackwise_kernel_size=[[3, 3], [5, 5, 5], [5, 5], [5, 5, 5]],
+        stackwise_num_strides=[[2, 1], [2, 1, 1], [1, 1], [2, 1, 1]],
+        stackwise_se_ratio=[[None, None], [0.25, 0.25, 0.25], [0.3, 0.3], [0.3, 0.25, 0.25]],
+        stackwise_activation=[["relu", "relu"], ["hard_swish"] * 3, ["hard_swish"] * 2, ["hard_swish"] * 3],
+        stackwise_padding=[[1, 1], [2, 2, 2], [2, 2], [2, 2, 2]],
+        output_num_filters=288, input_activation="hard_swish", output_activation="hard_swish",
+        input_num_filters=16, image_shape=(None, None, 3), depthwise_filters=8, squeeze_and_excite=0.5,
+        depthwise_stride=2, depthwise_residual=False, last_layer_filter=288)
+    converter = keras_hub.layers.MobileNetImageConverter(
+        image_size=(resolution, resolution), scale=[1 / (255 * s) for s in STD],
+        offset=[-m / s for m, s in zip(MEAN, STD)])
+    task = keras_hub.models.MobileNetImageClassifier(
+        backbone=backbone, num_classes=1000,
+        preprocessor=keras_hub.models.MobileNetImageClassifierPreprocessor(image_converter=converter))
+    task.save_to_preset(str(folder))
+
+
+def timed(function):
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = function()
+    return result, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--student-resolution", type=int, default=48)
+    args = parser.parse_args()
+
+    from funmatch import models
+    from funmatch.export import export_model
+    from funmatch.models.importer import import_model, save_atomic
+
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as directory:
+        root = pathlib.Path(directory)
+        zoo_preset(root / "preset", args.resolution)
+        size = sum(path.stat().st_size for path in (root / "preset").iterdir())
+        print(f"preset: MobileNetV3-Small-style, 1000 classes, {size / 1e6:.1f} MB on disk")
+
+        def do_import():
+            model = import_model(str(root / "preset"))
+            save_atomic(model, root / "teacher.keras")
+            return model
+
+        teacher, cpu, wall = timed(do_import)
+        print(f"{'funmatch models import':<34}{cpu:>8.1f} s CPU{wall:>8.1f} s wall   "
+              f"({models.count_params(teacher):,} params, {teacher.resolution} px)")
+
+        student = models.create(f"hub:{root / 'preset'}", num_classes=10, resolution=args.student_resolution)
+        tiny = models.create("tiny_cnn", num_classes=10, resolution=args.student_resolution)
+        print(f"{'student (10 classes)':<34}{'params':>14}{'MFLOPs/image':>14}   at {args.student_resolution} px")
+        for name, model in ((f"hub:PRESET (MobileNet)", student), ("tiny_cnn", tiny)):
+            print(f"{name:<34}{models.count_params(model):>14,}"
+                  f"{models.count_flops(model, args.student_resolution) / 1e6:>14.1f}")
+        models.save(student, root / "student.keras")
+        result, cpu, wall = timed(lambda: export_model(str(root / "student.keras"), root / "exported", "keras-hub"))
+        print(f"{'funmatch export --format keras-hub':<34}{cpu:>8.1f} s CPU{wall:>8.1f} s wall   "
+              f"(max |preset - keras| {result['max_abs_diff']:.2g})")
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
