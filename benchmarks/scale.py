@@ -152,6 +152,20 @@ def store_estimate(views: int, top_k: int, num_train: int, num_files: int) -> in
     return views * (num_train * row + num_files * 128)  # 128: the .npy header of each file
 
 
+class _PrintedRows(list):
+    """The table's rows; a row is printed when the next one starts, or at `close` (its notes may be added
+    after the stage ends)."""
+
+    def append(self, row) -> None:
+        if self:
+            print_row(*self[-1])
+        super().append(row)
+
+    def close(self) -> None:
+        if self:
+            print_row(*self[-1])
+
+
 def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
     counts = {"train": round(scale * FULL_TRAIN), "validation": round(scale * FULL_EVAL),
               "test": round(scale * FULL_EVAL)}
@@ -159,7 +173,7 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
     source, data, store = work / "source", work / "data", work / "targets"
     for path in (source, data, store, work / "run", work / "union", work / "teacher.keras"):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    rows = []
+    rows = _PrintedRows()
     start, cpu = time.perf_counter(), time.process_time()
     make_source(source, counts, args.size, unlabeled)
     rows.append(("make (not a stage)", time.perf_counter() - start, time.process_time() - cpu, sum(counts.values()),
@@ -212,18 +226,26 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         "c = add_unlabeled(sys.argv[1], 'folder:' + sys.argv[2], sys.argv[3])\n"
         "print(c['splits']['train_and_unlabeled']['num_examples'])\n"), str(data), str(source / "unlabeled"),
         str(work / "union")], counts["train"] + unlabeled, note=f"{unlabeled:,} files + {counts['train']:,} records")
+    rows.close()
     return rows
 
 
-def print_table(scale: float, rows, load: str) -> None:
+def print_header(scale: float) -> None:
     print(f"\nscale {scale} ({round(scale * FULL_TRAIN):,} train images, {NUM_CLASSES} classes) on "
-          f"{platform.node()}, {os.cpu_count()} CPUs; load average at the end: {load}")
-    print(f"{'stage':<30} {'wall s':>9} {'CPU s':>9} {'images':>10} {'img/s':>9} {'CPU µs/img':>11} {'peak RSS':>9}  notes")
-    for name, wall, cpu, images, rss, note in rows:
-        rss_text = f"{rss / 1e9:.2f} GB" if rss else "—"
-        print(f"{name:<30} {wall:>9.1f} {cpu:>9.1f} {images:>10,} {images / wall:>9,.0f} {1e6 * cpu / images:>11.1f} "
-              f"{rss_text:>9}  {note}")
-    sys.stdout.flush()
+          f"{platform.node()}, {os.cpu_count()} CPUs; load average at the start: {load_average()}")
+    print(f"{'stage':<30} {'wall s':>9} {'CPU s':>9} {'images':>10} {'img/s':>9} {'CPU µs/img':>11} {'peak RSS':>9}  notes",
+          flush=True)
+
+
+def print_row(name, wall, cpu, images, rss, note) -> None:
+    """One stage's figures, printed as soon as the stage ends (with the load average then)."""
+    rss_text = f"{rss / 1e9:.2f} GB" if rss else "—"
+    print(f"{name:<30} {wall:>9.1f} {cpu:>9.1f} {images:>10,} {images / wall:>9,.0f} {1e6 * cpu / images:>11.1f} "
+          f"{rss_text:>9}  {note} [load {load_average()}]", flush=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -239,8 +261,8 @@ def main() -> None:
     work = pathlib.Path(args.work) if args.work else pathlib.Path(__import__("tempfile").mkdtemp(prefix="fm_scale_"))
     try:
         for scale in args.scale:
-            rows = one_scale(scale, args, work / f"scale_{scale}")
-            print_table(scale, rows, " ".join(f"{x:.2f}" for x in os.getloadavg()))
+            print_header(scale)
+            one_scale(scale, args, work / f"scale_{scale}")
             if not args.keep:
                 shutil.rmtree(work / f"scale_{scale}", ignore_errors=True)
     finally:
