@@ -20,7 +20,9 @@ and noised per image, so a model can learn them), `--size` px square (16 by defa
 
 Per stage: wall and CPU seconds (user + system of the stage's process and its children, `os.wait4`),
 images per wall second, peak RSS (the stage process's maximum resident set), and for the store its size
-against the estimate of `distill.targets.row_dtype` (K · N · row bytes + one .npy header per file).
+against the estimate of `distill.targets`' row format (K · N · 4k bytes + one .npy header per file). Every
+stage, the making of the data included, runs in a child of this small process, whose own pages would
+otherwise count in a child's peak RSS.
 Targets: peak RSS < 4 GB in every stage, start-up < 10 s, no stage super-linear in N (compare the
 per-image figures across scales). The machine and its load average are printed with every table.
 """
@@ -146,10 +148,10 @@ def du(path: pathlib.Path) -> int:
 
 
 def store_estimate(views: int, top_k: int, num_train: int, num_files: int) -> int:
-    from funmatch.distill.targets import row_dtype
-
-    row = row_dtype("top_k", NUM_CLASSES, top_k).itemsize
-    return views * (num_train * row + num_files * 128)  # 128: the .npy header of each file
+    """`distill.targets`' top-k row (uint16 index + float16 value per kept class) and one 128-byte .npy header
+    per record file and view (computed here: this process imports no TensorFlow, see `one_scale`)."""
+    row = top_k * (2 + 2)
+    return views * (num_train * row + num_files * 128)
 
 
 class _PrintedRows(list):
@@ -174,11 +176,6 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
     for path in (source, data, store, work / "run", work / "union", work / "teacher.keras"):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     rows = _PrintedRows()
-    start, cpu = time.perf_counter(), time.process_time()
-    make_source(source, counts, args.size, unlabeled)
-    rows.append(("make (not a stage)", time.perf_counter() - start, time.process_time() - cpu, sum(counts.values()),
-                 None, ""))
-
     cli = [sys.executable, "-m", "funmatch.cli"]
     total = sum(counts.values())
 
@@ -186,6 +183,11 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         result = run_stage(argv, env)
         rows.append((name, result["wall"], result["cpu"], images, result["peak_rss_bytes"], note))
         return result
+
+    # In a child too: this process stays small (a child's peak RSS counts its parent's pages until exec).
+    stage("make (not a stage)", [sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); import scale\n"
+        f"scale.make_source(scale.pathlib.Path({str(source)!r}), {counts!r}, {args.size}, {unlabeled})\n")], total)
 
     stage("prepare", [*cli, "prepare", f"tfrecord:{source}/*.tfrecord", "--out", str(data), "--no-progress"], total)
     shards = json.loads((data / "dataset.json").read_text())["splits"]["train"]["num_shards"]
