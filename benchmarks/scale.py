@@ -69,6 +69,13 @@ def make_images(labels, size: int, rng, patterns):
     mix = 0.5 + 0.5 * np.sin(frequency[labels][:, None, None] * along + phase)
     low, high = colours[labels, 0][:, None, None, :], colours[labels, 1][:, None, None, :]
     image = low + mix[..., None] * (high - low) + rng.normal(0, 12, (len(labels), size, size, 3))
+    # A patch of a random colour at a random place: images of a class differ by more than noise (else some
+    # of them are near-duplicates of each other, which `add_unlabeled` refuses across splits).
+    side = size // 3
+    corners = rng.integers(0, size - side + 1, (len(labels), 2))
+    patches = rng.integers(0, 256, (len(labels), 3))
+    for k, (top, left) in enumerate(corners):
+        image[k, top:top + side, left:left + side] = patches[k]
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -189,6 +196,14 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); import scale\n"
         f"scale.make_source(scale.pathlib.Path({str(source)!r}), {counts!r}, {args.size}, {unlabeled})\n")], total)
 
+    try:
+        _stages(rows, stage, cli, counts, total, unlabeled, source, data, store, work, args)
+    finally:
+        rows.close()  # the last row, also when a stage failed
+    return rows
+
+
+def _stages(rows, stage, cli, counts, total, unlabeled, source, data, store, work, args) -> None:
     stage("prepare", [*cli, "prepare", f"tfrecord:{source}/*.tfrecord", "--out", str(data), "--no-progress"], total)
     shards = json.loads((data / "dataset.json").read_text())["splits"]["train"]["num_shards"]
     check = json.loads(stage("start-up checks", [sys.executable, "-c", STARTUP_CHECK, str(data)], total)
@@ -205,7 +220,7 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         f"m.save({str(teacher)!r})\n")], check=True, env={**os.environ, "KERAS_BACKEND": args.backend})
     config = (f"imagenet:student=tiny_cnn_w8,student_resolution={args.size},teacher_resolution={args.size},"
               f"resize_small={round(args.size * 256 / 224)},batch_size={args.batch},total_steps={args.steps},"
-              f"warmup_steps=10,checkpoint_every={max(1, args.steps // 2)},eval_every={10 * args.steps},"
+              f"warmup_steps={max(1, min(10, args.steps // 4))},checkpoint_every={max(1, args.steps // 2)},eval_every={10 * args.steps},"
               f"eval_batch_size=512,num_train_examples={counts['train']},log_every=50")
     env = {"KERAS_BACKEND": args.backend}
     stage("targets (K=2, top-10)", [*cli, "targets", "--teacher", str(teacher), "--data", str(data), "--config", config,
@@ -228,8 +243,6 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         "c = add_unlabeled(sys.argv[1], 'folder:' + sys.argv[2], sys.argv[3])\n"
         "print(c['splits']['train_and_unlabeled']['num_examples'])\n"), str(data), str(source / "unlabeled"),
         str(work / "union")], counts["train"] + unlabeled, note=f"{unlabeled:,} files + {counts['train']:,} records")
-    rows.close()
-    return rows
 
 
 def print_header(scale: float) -> None:
