@@ -20,7 +20,9 @@ and noised per image, so a model can learn them), `--size` px square (16 by defa
 
 Per stage: wall and CPU seconds (user + system of the stage's process and its children, `os.wait4`),
 images per wall second, peak RSS (the stage process's maximum resident set), and for the store its size
-against the estimate of `distill.targets.row_dtype` (K · N · row bytes + one .npy header per file).
+against the estimate of `distill.targets`' row format (K · N · 4k bytes + one .npy header per file). Every
+stage, the making of the data included, runs in a child of this small process, whose own pages would
+otherwise count in a child's peak RSS.
 Targets: peak RSS < 4 GB in every stage, start-up < 10 s, no stage super-linear in N (compare the
 per-image figures across scales). The machine and its load average are printed with every table.
 """
@@ -67,6 +69,13 @@ def make_images(labels, size: int, rng, patterns):
     mix = 0.5 + 0.5 * np.sin(frequency[labels][:, None, None] * along + phase)
     low, high = colours[labels, 0][:, None, None, :], colours[labels, 1][:, None, None, :]
     image = low + mix[..., None] * (high - low) + rng.normal(0, 12, (len(labels), size, size, 3))
+    # A patch of a random colour at a random place: images of a class differ by more than noise (else some
+    # of them are near-duplicates of each other, which `add_unlabeled` refuses across splits).
+    side = size // 3
+    corners = rng.integers(0, size - side + 1, (len(labels), 2))
+    patches = rng.integers(0, 256, (len(labels), 3))
+    for k, (top, left) in enumerate(corners):
+        image[k, top:top + side, left:left + side] = patches[k]
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -146,10 +155,24 @@ def du(path: pathlib.Path) -> int:
 
 
 def store_estimate(views: int, top_k: int, num_train: int, num_files: int) -> int:
-    from funmatch.distill.targets import row_dtype
+    """`distill.targets`' top-k row (uint16 index + float16 value per kept class) and one 128-byte .npy header
+    per record file and view (computed here: this process imports no TensorFlow, see `one_scale`)."""
+    row = top_k * (2 + 2)
+    return views * (num_train * row + num_files * 128)
 
-    row = row_dtype("top_k", NUM_CLASSES, top_k).itemsize
-    return views * (num_train * row + num_files * 128)  # 128: the .npy header of each file
+
+class _PrintedRows(list):
+    """The table's rows; a row is printed when the next one starts, or at `close` (its notes may be added
+    after the stage ends)."""
+
+    def append(self, row) -> None:
+        if self:
+            print_row(*self[-1])
+        super().append(row)
+
+    def close(self) -> None:
+        if self:
+            print_row(*self[-1])
 
 
 def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
@@ -159,12 +182,7 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
     source, data, store = work / "source", work / "data", work / "targets"
     for path in (source, data, store, work / "run", work / "union", work / "teacher.keras"):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    rows = []
-    start, cpu = time.perf_counter(), time.process_time()
-    make_source(source, counts, args.size, unlabeled)
-    rows.append(("make (not a stage)", time.perf_counter() - start, time.process_time() - cpu, sum(counts.values()),
-                 None, ""))
-
+    rows = _PrintedRows()
     cli = [sys.executable, "-m", "funmatch.cli"]
     total = sum(counts.values())
 
@@ -173,6 +191,19 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         rows.append((name, result["wall"], result["cpu"], images, result["peak_rss_bytes"], note))
         return result
 
+    # In a child too: this process stays small (a child's peak RSS counts its parent's pages until exec).
+    stage("make (not a stage)", [sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); import scale\n"
+        f"scale.make_source(scale.pathlib.Path({str(source)!r}), {counts!r}, {args.size}, {unlabeled})\n")], total)
+
+    try:
+        _stages(rows, stage, cli, counts, total, unlabeled, source, data, store, work, args)
+    finally:
+        rows.close()  # the last row, also when a stage failed
+    return rows
+
+
+def _stages(rows, stage, cli, counts, total, unlabeled, source, data, store, work, args) -> None:
     stage("prepare", [*cli, "prepare", f"tfrecord:{source}/*.tfrecord", "--out", str(data), "--no-progress"], total)
     shards = json.loads((data / "dataset.json").read_text())["splits"]["train"]["num_shards"]
     check = json.loads(stage("start-up checks", [sys.executable, "-c", STARTUP_CHECK, str(data)], total)
@@ -189,7 +220,7 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         f"m.save({str(teacher)!r})\n")], check=True, env={**os.environ, "KERAS_BACKEND": args.backend})
     config = (f"imagenet:student=tiny_cnn_w8,student_resolution={args.size},teacher_resolution={args.size},"
               f"resize_small={round(args.size * 256 / 224)},batch_size={args.batch},total_steps={args.steps},"
-              f"warmup_steps=10,checkpoint_every={max(1, args.steps // 2)},eval_every={10 * args.steps},"
+              f"warmup_steps={max(1, min(10, args.steps // 4))},checkpoint_every={max(1, args.steps // 2)},eval_every={10 * args.steps},"
               f"eval_batch_size=512,num_train_examples={counts['train']},log_every=50")
     env = {"KERAS_BACKEND": args.backend}
     stage("targets (K=2, top-10)", [*cli, "targets", "--teacher", str(teacher), "--data", str(data), "--config", config,
@@ -212,18 +243,24 @@ def one_scale(scale: float, args, work: pathlib.Path) -> list[tuple]:
         "c = add_unlabeled(sys.argv[1], 'folder:' + sys.argv[2], sys.argv[3])\n"
         "print(c['splits']['train_and_unlabeled']['num_examples'])\n"), str(data), str(source / "unlabeled"),
         str(work / "union")], counts["train"] + unlabeled, note=f"{unlabeled:,} files + {counts['train']:,} records")
-    return rows
 
 
-def print_table(scale: float, rows, load: str) -> None:
+def print_header(scale: float) -> None:
     print(f"\nscale {scale} ({round(scale * FULL_TRAIN):,} train images, {NUM_CLASSES} classes) on "
-          f"{platform.node()}, {os.cpu_count()} CPUs; load average at the end: {load}")
-    print(f"{'stage':<30} {'wall s':>9} {'CPU s':>9} {'images':>10} {'img/s':>9} {'CPU µs/img':>11} {'peak RSS':>9}  notes")
-    for name, wall, cpu, images, rss, note in rows:
-        rss_text = f"{rss / 1e9:.2f} GB" if rss else "—"
-        print(f"{name:<30} {wall:>9.1f} {cpu:>9.1f} {images:>10,} {images / wall:>9,.0f} {1e6 * cpu / images:>11.1f} "
-              f"{rss_text:>9}  {note}")
-    sys.stdout.flush()
+          f"{platform.node()}, {os.cpu_count()} CPUs; load average at the start: {load_average()}")
+    print(f"{'stage':<30} {'wall s':>9} {'CPU s':>9} {'images':>10} {'img/s':>9} {'CPU µs/img':>11} {'peak RSS':>9}  notes",
+          flush=True)
+
+
+def print_row(name, wall, cpu, images, rss, note) -> None:
+    """One stage's figures, printed as soon as the stage ends (with the load average then)."""
+    rss_text = f"{rss / 1e9:.2f} GB" if rss else "—"
+    print(f"{name:<30} {wall:>9.1f} {cpu:>9.1f} {images:>10,} {images / wall:>9,.0f} {1e6 * cpu / images:>11.1f} "
+          f"{rss_text:>9}  {note} [load {load_average()}]", flush=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -239,8 +276,8 @@ def main() -> None:
     work = pathlib.Path(args.work) if args.work else pathlib.Path(__import__("tempfile").mkdtemp(prefix="fm_scale_"))
     try:
         for scale in args.scale:
-            rows = one_scale(scale, args, work / f"scale_{scale}")
-            print_table(scale, rows, " ".join(f"{x:.2f}" for x in os.getloadavg()))
+            print_header(scale)
+            one_scale(scale, args, work / f"scale_{scale}")
             if not args.keep:
                 shutil.rmtree(work / f"scale_{scale}", ignore_errors=True)
     finally:

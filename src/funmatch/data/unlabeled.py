@@ -48,9 +48,10 @@ from funmatch.errors import FunmatchError
 UNION_SPLIT = "train_and_unlabeled"
 UNLABELED = -1
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# Near-duplicate rule (measured on the EuroSAT assets: copies re-encoded at quality 40-75, as PNG, or
-# resized by 1/2 and 3/2 are at <= 6 bits in 95 % of cases and <= 1.5 grey levels; the closest unrelated
-# pairs within 8 bits are 15 grey levels apart).
+# Near-duplicate rule, measured on the 1,500 eurosat_mini validation and test images (1,197 not uniform):
+# copies re-encoded as JPEG at quality 75, as PNG, resized by 1/2 or 3/2 are all caught, at quality 40
+# 99.1 %; none of the 5,000 other EuroSAT images (the demo's unlabelled set and train) is refused (the
+# closest unrelated pairs within 8 bits are 15 grey levels apart).
 HASH_DISTANCE = 6
 THUMBNAIL_RMSE = 4.0
 FLAT_STD = 4.0
