@@ -37,6 +37,7 @@ def view_of_epoch(seed: int, num_views: int, epoch):
 
 
 SHUFFLE_MAX_BYTES = 1 << 30
+_CHUNK = 256  # examples of a cached pass gathered at once (the same examples, in the same order)
 
 
 def shuffle_buffer_plan(paths: list[str], total: int, requested: int, row_bytes: int, *,
@@ -210,8 +211,13 @@ def train_dataset(
             shift = tf.gather(shifts_t, view)
             indices = tf.data.Dataset.range(total).shard(process_count, process_index)
             indices = indices.shuffle(buffer, seed=seed_t * _EPOCH_SEED_MULTIPLIER + epoch, reshuffle_each_iteration=False)
-            return indices.map(lambda index: {
-                **_pick(images, coefficients, labels, index, view, shift, total), "target_row": tf.gather(rows, index)})
+
+            def chunk(index):  # gathered _CHUNK examples at a time, then sliced: no function call per example
+                return tf.data.Dataset.from_tensor_slices({
+                    **_pick(images, coefficients, labels, index, tf.fill(tf.shape(index), view), shift, total),
+                    "target_row": tf.gather(rows, index)})
+
+            return indices.batch(_CHUNK).flat_map(chunk)
 
         def mix(batch):
             image = maker.mixed_batch(batch.pop("own"), batch.pop("partner"), batch.pop("coefficient"))
