@@ -770,6 +770,71 @@ RUNTIME_CASES = [
     ("teacher with a NaN weight", case_nan_teacher),
 ]
 # --- end of the runtime rows -------------------------------------------------------------------------------
+# --- Stored targets that know what they are (issue 23: card digest, the run's resolution; issue 22: top-k T) ---
+
+
+def _targets(env: Env, out: str, *extra, teacher=None, config=SMOKE):
+    args = ["targets", "--teacher", teacher or env.base_teacher, "--data", env.data(), "--config", config,
+            "--views", "1", "--out", env.root / out, "--no-progress", *extra]
+    return args, env.cli(*args)
+
+
+def _edited_targets_card(env: Env, name: str, edit):
+    env.base_run()
+    made_args, made = _targets(env, f"targets_{name}")
+    if made.rc != 0:
+        return made_args, ("traceback" if made.traceback else "misleading", "targets failed: " + made.last_line)
+    card_path = env.root / f"targets_{name}" / "targets.json"
+    card_path.write_text(json.dumps(edit(json.loads(card_path.read_text()))))
+    args = [*env.distill_args(env.root / f"w_{name}"), "--targets", env.root / f"targets_{name}"]
+    return args, expect_error(env.cli(*args), r"targets\.json: .*changed after the targets were computed")
+
+
+def case_negated_logits_cache(env: Env):
+    workdir = env.copy_run("w_negated")
+    caches = sorted(workdir.rglob("teacher*logits*.npy"))
+    for cache in caches:
+        np.save(cache, -np.load(cache))
+    args, result = _rerun(env, workdir)
+    return args, expect_success(result, lambda: ("digest does not match" in result.err and (workdir / "metrics.json").exists(),
+                                                 f"{len(caches)} cache file(s) negated; said so and recomputed: "
+                                                 f"{'digest does not match' in result.err}"))
+
+
+def case_targets_card_seed_edited(env: Env):
+    return _edited_targets_card(env, "seed", lambda card: {**card, "seed": card["seed"] + 1})
+
+
+def case_targets_card_partner_shifts_edited(env: Env):
+    return _edited_targets_card(env, "shifts", lambda card: {**card, "partner_shifts": [s + 1 for s in card["partner_shifts"]]})
+
+
+def case_targets_teacher_at_another_resolution(env: Env):
+    """A teacher made at 96 px, a recipe at 64 px: the store is made at the run's 64 px and then fits the run."""
+    env.base_run()
+    teacher = env.root / "t96.keras"
+    made = env.python("from funmatch import models\n"
+                      f"models.create('tiny_cnn_w8', num_classes=4, resolution=96).save({str(teacher)!r})\n")
+    if made.rc != 0:
+        return ["(teacher at 96 px)"], ("case error", made.last_line)
+    _, stored = _targets(env, "targets_96", teacher=teacher)
+    args = [*env.distill_args(env.root / "w_96", f"{SMOKE},total_steps=2", teacher=teacher), "--targets",
+            env.root / "targets_96"]
+    if stored.rc != 0:
+        return args, expect_error(stored, r"resolution")
+    result = env.cli(*args)
+    card = json.loads((env.root / "targets_96" / "targets.json").read_text())
+    return args, expect_success(result, lambda: (card["teacher"]["resolution"] == 64,
+                                                 f"store at {card['teacher']['resolution']} px, the run's 64 px"))
+
+
+def case_targets_top_k_other_temperature(env: Env):
+    env.base_run()
+    made_args, made = _targets(env, "targets_top2", "--top-k", "2")
+    if made.rc != 0:
+        return made_args, ("traceback" if made.traceback else "misleading", "targets failed: " + made.last_line)
+    args = [*env.distill_args(env.root / "w_top2", f"{SMOKE},temperature=2"), "--targets", env.root / "targets_top2"]
+    return args, expect_error(env.cli(*args), r"top-2 targets are exact only at temperature 1, the run's is 2")
 
 
 CASES = [
@@ -973,6 +1038,11 @@ CASES += [
     ("tune --targets of another teacher", case_tune_targets_other_teacher),
     ("tune --targets top-k, a trial at T=2", case_tune_top_k_other_temperature),
     *RUNTIME_CASES,
+    ("negated teacher-logits cache", case_negated_logits_cache),
+    ("targets card: seed edited", case_targets_card_seed_edited),
+    ("targets card: partner_shifts edited", case_targets_card_partner_shifts_edited),
+    ("targets with a teacher at another resolution", case_targets_teacher_at_another_resolution),
+    ("top-k targets at another temperature", case_targets_top_k_other_temperature),
 ]
 
 

@@ -9,11 +9,13 @@ Pairs:
   runs it) -> the demo's student (tiny_cnn at 48 px: the teacher's crop, resized), the demo's batch (128), on
   eurosat_mini's 1,000 training images.
 
-Measured (`--pairs demo --steps 40`, TensorFlow, 2 CPU cores, load 1.8, K = 2), per wall-clock second / per CPU
-second: the stored-target step with the view cache 0.94× / 0.92× the label step (3,011 vs 3,189 img/s), without
-it 0.89× / 0.84×; its input alone 1.04× / 0.96× the label input with the cache, 0.78× / 0.73× without;
-4.0× / 4.2× online function matching; generation 0.51× / 0.57× the teacher's plain forward pass at 112 px
-(514 vs 1,014 img/s), the same with or without the view cache; 20 bytes per stored target.
+Measured (`--pairs demo --steps 40`, TensorFlow, 2 CPU cores shared with other jobs, K = 2), per CPU
+second: the stored-target step with the decoded and view caches (the default) 1.05x the label step at
+load 26 (1.03x at load 16; the format-1 store with the view cache: 0.96x at load 14), with the view cache
+alone 0.80-0.89x, with neither 0.85-0.99x; its input alone 1.33x the label input; 4.5x online function
+matching; generation 0.53-0.76x the teacher's plain forward pass at 112 px over two runs (0.51-0.57x
+before format 2), about the same with one decode per view: the teacher and the view making share the
+2 cores, and decoding a 64 px JPEG is a small part of the view. 20 bytes per stored target.
 * bit: bit_r101x1 -> bit_r50x1, both at 64 px, batch 64, randomly initialised (cost does not depend on the
   weights), on the same images.
 
@@ -23,25 +25,26 @@ jobs on a shared machine) of:
 
 * step, labels:  `Supervised(student)` fit on the label pipeline (`supervised_pp`, crop + flip);
 * step, stored:  `Distiller(None, student)` fit on `targets.train_dataset` (mixed views regenerated on the
-                 host, stored log-probabilities; no teacher), with the view cache (each view decoded once per
-                 pass) and without it (each view decoded twice: as an example's own view and as a partner);
+                 host, stored log-probabilities; no teacher), with the decoded and view caches (each image
+                 decoded once per run, each view made once per pass), the view cache alone (one decode per
+                 view and pass) and neither (each view decoded twice: as an example's own view and a partner);
 * step, online:  `Distiller(teacher, student, "function_matching")` fit on the online pipeline (`train_pp`);
 * input alone:   each of the three pipelines iterated without a model (what the host delivers);
-* generation:    `targets.generate` over the data (K views), with and without the view cache (the two stores
-                 are checked to hold the same bits), against the teacher's plain forward pass
+* generation:    `targets.generate` over the data (K views), with the decoded cache (each image decoded once
+                 for all of its views) and without (one decode per view, own and partner; the two stores are
+                 checked to hold the same bits), against the teacher's plain forward pass
                  (`predict_on_batch` on an in-memory batch repeated, at the same resolution: no input cost);
 
 plus bytes per stored view (per example, and per pass over the data) and the process's peak RSS after
 each stage. Each step figure is the median of `--windows` timed `fit` epochs of `--steps` steps, after
 one untimed epoch (compilation). Ratios are printed per wall-clock second and per CPU second (the latter
-is robust to other jobs on a shared machine). Targets (the design's): stored ≥ 0.9× labels and ≥ 2.5×
-online on the demo pair; generation ≥ 0.9× the plain forward pass.
+is robust to other jobs on a shared machine). Targets: stored ≥ 1.2× labels (issue 19) and ≥ 2.5×
+online on the demo pair; generation ≥ 0.9× the plain forward pass (issue 22).
 
 What each side holds in memory: the label and online pipelines cache the undecoded records after the first
-pass (one decode per image per pass; there is no partner to share); the stored pipeline reads the records
-from their files at every pass and, with the view cache, holds the decoded views of about three passes
-(its decision and size are printed). No pipeline caches decoded images: a crop decoded from the JPEG
-(what every pipeline does) differs from the same crop of a fully decoded image at the window's border.
+pass (one decode per image per pass; there is no partner to share); the stored pipeline keeps every decoded
+image (format 2: views are cut from the fully decoded image; under a 1 GiB cap) and the views of about
+three passes (its decisions and sizes are printed).
 """
 
 from __future__ import annotations

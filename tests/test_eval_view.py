@@ -65,4 +65,11 @@ def test_logits_cache_is_keyed_by_content_and_heals(tiny_data, tmp_path, capsys)
     cache.write_bytes(cache.read_bytes()[:40])
     again = cached_split_logits(teacher, first_key, tmp_path / "run", tiny_data, "test", spec, 4)
     np.testing.assert_allclose(again["logits"], first["logits"], rtol=1e-5)
-    assert "are damaged" in capsys.readouterr().err
+    assert "not used (ValueError" in capsys.readouterr().err
+    # A cache of the right shape whose values were changed (negated) fails its digest: computed again.
+    np.save(cache, -np.load(cache))
+    healed = cached_split_logits(teacher, first_key, tmp_path / "run", tiny_data, "test", spec, 4)
+    np.testing.assert_allclose(healed["logits"], first["logits"], rtol=1e-5)
+    assert "digest does not match" in capsys.readouterr().err
+    reused = cached_split_logits(teacher, first_key, tmp_path / "run", tiny_data, "test", spec, 4)
+    assert capsys.readouterr().err == "" and np.array_equal(reused["logits"], healed["logits"])

@@ -598,3 +598,23 @@ def test_a_top_k_store_serves_only_its_own_temperature(store, data, teacher, tmp
     assert len(str(info.value).splitlines()) == 2  # the heading and the one mismatch
     assert stored_targets.fits(tmp_path / "top2", get_config(SMOKE))
     assert not stored_targets.fits(tmp_path / "top2", get_config(SMOKE + ",temperature=2"))
+
+
+def test_the_record_pair_shuffle_is_bounded_in_bytes(store, data, caplog):
+    """Without the view cache the shuffle holds undecoded record pairs: at most `shuffle_max_bytes` of them
+    (said in the log); every example still comes once per pass."""
+    import logging
+
+    from funmatch.distill.targets.stream import SHUFFLE_MAX_BYTES, shuffle_buffer_plan
+
+    store_dir, card = store
+    paths = [str(data / f) for f in card["data"]["files"]]
+    per_pair = 2 * sum(pathlib.Path(p).stat().st_size for p in paths) / 48 + 8
+    assert shuffle_buffer_plan(paths, 48, 48, 8)["buffer"] == 48 and SHUFFLE_MAX_BYTES == 1 << 30
+    plan = shuffle_buffer_plan(paths, 48, 48, 8, max_bytes=int(10.5 * per_pair))
+    assert plan["buffer"] == 10 and "> cap" in plan["reason"]
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):
+        batches = _stream(store_dir, data, 6, resolution=32, batch_size=8, view_cache_max_bytes=0,
+                          shuffle_max_bytes=int(10.5 * per_pair))
+    assert any("shuffle: 10 record pairs" in r.getMessage() for r in caplog.records)
+    assert sorted(np.concatenate([b["index"] for b in batches]).tolist()) == list(range(48))

@@ -26,6 +26,10 @@ K equal to the schedule's epochs costs exactly the teacher compute of one online
 later student and trial; a smaller K (the long Flowers102 schedule's 1 M epochs, ImageNet's 1200) cycles
 through the stored views, one new view per pass until all K were used (`benchmarks/targets_fidelity.sh`
 measures how small K may be).
+
+The teacher runs at the recipe's `teacher_resolution` (its weights at that size when its own differs), the
+resolution `distill --targets` with the same recipe runs it at. Top-k stores hold the teacher at
+temperature 1 only: a run at another temperature refuses them (store every class with `--top-k C`).
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def main(args: argparse.Namespace) -> int:
               "every process has finished")
         return 0
     storage = "full float16" if card["storage"] == "full" else f"top-{card['top_k']}"
-    print(f"funmatch targets: {card['mode']}, {card['views']} view(s) × {n:,} images ({storage}, "
+    print(f"funmatch targets: {card['mode']}, {card['views']} view(s) × {n:,} images, teacher at "
+          f"{card['teacher']['resolution']} px (the recipe's teacher_resolution) ({storage}, "
           f"{card['bytes_per_target']} B per view, {card['bytes_total'] / 2**20:,.1f} MiB) in {args.out}; "
           f"generation {card['generation_seconds']:,.0f} s")
     return 0

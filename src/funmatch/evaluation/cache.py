@@ -2,8 +2,10 @@
 
 A run computes its frozen teacher's logits on the eval splits once and keeps them in the workdir.
 The cache key is the SHA-256 of the teacher's `.keras` file, plus the eval pp and the subset size, so
-another teacher written to the same path is never scored with the old one's logits, and a damaged
-cache file is recomputed (with a note) instead of stopping the run.
+another teacher written to the same path is never scored with the old one's logits. Beside the arrays,
+`<stem>_digest.txt` holds the SHA-256 of what they cache (the logits' and labels' bytes and the dataset
+card they were computed on): a damaged, edited or foreign cache file, or other data in the same place, is
+recomputed (with a note) instead of being used or stopping the run.
 
     key = model_key(path)                                   # "teacher-<16 hex>"
     cached_split_logits(model, key, workdir, data_dir, "test", spec, batch_size)
@@ -61,20 +63,40 @@ def cached_split_logits(model, key: str, directory: os.PathLike, data_dir, split
     view = hashlib.sha1(f"{spec}|{int(max_examples)}".encode()).hexdigest()[:8]
     stem = directory / f"{key}_{split}_{view}"
     logits_path, labels_path = pathlib.Path(f"{stem}_logits.npy"), pathlib.Path(f"{stem}_labels.npy")
+    digest_path = pathlib.Path(f"{stem}_digest.txt")
     if logits_path.exists() and labels_path.exists():
         try:
             logits, labels = np.load(logits_path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
-            if logits.ndim == 2 and len(logits) == len(labels) and np.all(np.isfinite(logits)):
+            recorded = digest_path.read_text().strip() if digest_path.exists() else None
+            if recorded != _digest(logits, labels, data_dir):
+                problem = "no digest" if recorded is None else "their digest does not match their content or data"
+            elif logits.ndim == 2 and len(logits) == len(labels) and np.all(np.isfinite(logits)):
                 return {"logits": logits, "labels": labels}
-            problem = "inconsistent shapes or non-finite values"
+            else:
+                problem = "inconsistent shapes or non-finite values"
         except (OSError, ValueError, EOFError) as error:
             problem = f"{type(error).__name__}: {error}"
-        print(f"funmatch: cached logits {logits_path.name} are damaged ({problem}); computing them again",
+        print(f"funmatch: cached logits {logits_path.name} not used ({problem}); computing them again",
               file=sys.stderr, flush=True)
     result = split_logits(model, data_dir, split, spec, batch_size, max_examples)
+    digest_path.unlink(missing_ok=True)  # arrays and digest replaced together: no digest, no use
     _atomic_save_npy(labels_path, result["labels"])
     _atomic_save_npy(logits_path, result["logits"])
+    tmp = digest_path.with_name(f".{digest_path.name}.tmp{os.getpid()}")
+    tmp.write_text(_digest(result["logits"], result["labels"], data_dir) + "\n")
+    os.replace(tmp, digest_path)
     return result
+
+
+def _digest(logits: np.ndarray, labels: np.ndarray, data_dir) -> str:
+    """SHA-256 of what a cache entry holds: the arrays (dtype, shape, bytes) and the dataset card."""
+    digest = hashlib.sha256()
+    for array in (np.asarray(logits), np.asarray(labels)):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    card = pathlib.Path(data_dir) / "dataset.json"
+    digest.update(card.read_bytes() if card.is_file() else b"")
+    return digest.hexdigest()
 
 
 def _atomic_save_npy(path: pathlib.Path, array: np.ndarray) -> None:

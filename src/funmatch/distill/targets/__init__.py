@@ -56,7 +56,9 @@ u mod process_count) and the teacher's forward pass uses all local devices.
 Training reads epoch e (one pass over the data) from view σ_c(e mod K), σ_c a seeded permutation of the
 K views for cycle c = e // K: no view repeats before all K were used. Pairs (record, partner record,
 target row) are shuffled before decoding, so the training order is free, and the stream is a pure
-function of (seed, position): `start_step` resumes it exactly.
+function of (seed, position): `start_step` resumes it exactly. Memory: that shuffle holds at most 1 GiB
+of undecoded pairs (`stream.shuffle_buffer_plan`: ~4,900 pairs at ImageNet's ~110 KB records, where
+its recipe's 250,000 would hold ~55 GB); with the view cache only example indices are shuffled.
 
 Every view of a pass is needed twice (as an example's own view and as another's partner). When three
 passes of views fit under a cap (1 GiB by default; `view_cache_plan` decides and says why), training

@@ -167,6 +167,7 @@ def generate(
     resolution = int(card["teacher"]["resolution"])
     unit_started, cpu_started = time.perf_counter(), time.process_time()
     pending: list[np.ndarray] = []  # logits of the current unit so far
+    pending_count = 0
     remaining = list(todo)
     if todo:
         runs = _view_runs(todo)
@@ -185,8 +186,11 @@ def generate(
             if real < batch_size:  # pad to a full batch: every device gets an equal share
                 images = np.pad(images, [[0, batch_size - real], [0, 0], [0, 0], [0, 0]])
             pending.append(keras.ops.convert_to_numpy(teacher.predict_on_batch(_shard(images)))[:real])
+            pending_count += real
             if bar is not None:
                 bar.update(real)
+            if not remaining or pending_count < sizes[remaining[0][1]]:
+                continue  # joined only when a unit is complete: each logit is copied once, not once per batch
             logits = np.concatenate(pending)
             while remaining and len(logits) >= sizes[remaining[0][1]]:  # a unit is complete: write it
                 view, file_index = remaining.pop(0)
@@ -195,7 +199,7 @@ def generate(
                 _atomic_write_bytes(unit_path(out_dir, card, view, file_index), lambda f, rows=rows: np.save(f, rows))
                 _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started,
                                                  "cpu_seconds": cpu_before + time.process_time() - cpu_started})
-            pending = [logits]
+            pending, pending_count = [logits], len(logits)
     if bar is not None:
         bar.close()
     done = all(unit_path(out_dir, card, *u).exists() for u in units)

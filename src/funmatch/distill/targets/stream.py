@@ -36,6 +36,25 @@ def view_of_epoch(seed: int, num_views: int, epoch):
     return tf.cast(tf.gather(order, within), tf.int64)
 
 
+SHUFFLE_MAX_BYTES = 1 << 30
+_CHUNK = 256  # examples of a cached pass gathered at once (the same examples, in the same order)
+
+
+def shuffle_buffer_plan(paths: list[str], total: int, requested: int, row_bytes: int, *,
+                        max_bytes: int | None = None) -> dict:
+    """{"buffer": pairs the record-pair shuffle holds, "bytes": their estimated size, "reason": one line}:
+    `requested` unless that many (own, partner) record pairs and target rows (mean record size from the
+    files on disk) exceed `max_bytes` (default `SHUFFLE_MAX_BYTES`)."""
+    max_bytes = SHUFFLE_MAX_BYTES if max_bytes is None else int(max_bytes)
+    per_pair = 2 * sum(os.path.getsize(p) for p in paths) / max(total, 1) + row_bytes
+    fit = max(1, int(max_bytes // per_pair))
+    buffer = min(int(requested), fit)
+    reason = (f"shuffle: {buffer:,} record pairs of ~{per_pair / 1024:,.1f} KiB = {buffer * per_pair / 2**20:,.0f} MiB"
+              + (f" (the requested {requested:,} would hold {requested * per_pair / 2**20:,.0f} MiB > cap "
+                 f"{max_bytes / 2**20:,.0f} MiB)" if buffer < requested else ""))
+    return {"buffer": buffer, "bytes": int(buffer * per_pair), "reason": reason}
+
+
 def train_dataset(
     targets_dir,
     data_dir,
@@ -51,6 +70,7 @@ def train_dataset(
     card: dict | None = None,
     view_cache_max_bytes: int | None = None,
     decoded_cache_max_bytes: int | None = None,
+    shuffle_max_bytes: int | None = None,
 ):
     """An infinite, deterministic stream of training batches paired with stored targets.
 
@@ -63,7 +83,10 @@ def train_dataset(
       seed: the run seed: order of the views over passes and the shuffle (the views themselves are the
         store's).
       start_step: first batch; batches equal those of a run from 0 at the same step.
-      shuffle_buffer: default: the whole (per-process) split, capped at 50,000 pairs.
+      shuffle_buffer: default: the whole (per-process) split, capped at 50,000 pairs. Without the view
+        cache the buffer holds undecoded (own, partner) record pairs and target rows, so it is also capped
+        in bytes (`shuffle_max_bytes`, see `shuffle_buffer_plan`); with it, only example indices (8 bytes
+        each) are shuffled.
       student_spec: fixed_teacher only: the student's own augmentation (a full pp spec), drawn afresh
         at every pass.
       process_index, process_count: this host's share (examples at positions i % count == index).
@@ -72,6 +95,10 @@ def train_dataset(
       decoded_cache_max_bytes: with the view cache, the cap of the decoded images kept in memory (default
         1 GiB; 0: off; format-2 stores only): see `decoded.decoded_cache_plan`. Each pass's views are then
         cut from the decoded images without a JPEG decode. Logged; the same bits either way.
+      shuffle_max_bytes: the most bytes of record pairs the shuffle holds without the view cache (default
+        1 GiB): the buffer is min(shuffle_buffer, shuffle_max_bytes / (2 x mean record + row)). At
+        ImageNet's ~110 KB records that is ~4,900 pairs (about 1 GiB) where 250,000 pairs would hold
+        ~55 GB; EuroSAT's whole split (27,000 pairs of ~3 KB) fits under it. Logged when it binds.
 
     Returns:
       tf.data.Dataset of dicts: "image" float32 [B, R, R, 3], "teacher_logits" float32 [B, C]
@@ -99,6 +126,7 @@ def train_dataset(
     buffer = shuffle_buffer or min(local_count, pipeline.MAX_DEFAULT_SHUFFLE_BUFFER)
     num_views, num_classes = int(card["views"]), int(card["num_classes"])
     row = row_dtype(card["storage"], num_classes, card["top_k"] or 0)
+    pair_buffer = shuffle_buffer_plan(paths, total, buffer, row.itemsize, max_bytes=shuffle_max_bytes)
     unit_files = [[str(unit_path(targets_dir, card, v, f)) for f in range(len(paths))] for v in range(num_views)]
     headers = [[_npy_header_bytes(p) for p in files] for files in unit_files]
     for v, files in enumerate(unit_files):
@@ -129,7 +157,8 @@ def train_dataset(
         zipped = tf.data.Dataset.zip(own, partners, targets_of_view(view), indices)
         zipped = zipped.shard(process_count, process_index)
         zipped = zipped.map(lambda a, b, t, i: (a, b, t, i, view, epoch))
-        return zipped.shuffle(buffer, seed=seed_t * _EPOCH_SEED_MULTIPLIER + epoch, reshuffle_each_iteration=False)
+        return zipped.shuffle(pair_buffer["buffer"], seed=seed_t * _EPOCH_SEED_MULTIPLIER + epoch,
+                              reshuffle_each_iteration=False)
 
     def make(record, partner, target_row, index, view, epoch):
         record = _parse(record)
@@ -182,8 +211,13 @@ def train_dataset(
             shift = tf.gather(shifts_t, view)
             indices = tf.data.Dataset.range(total).shard(process_count, process_index)
             indices = indices.shuffle(buffer, seed=seed_t * _EPOCH_SEED_MULTIPLIER + epoch, reshuffle_each_iteration=False)
-            return indices.map(lambda index: {
-                **_pick(images, coefficients, labels, index, view, shift, total), "target_row": tf.gather(rows, index)})
+
+            def chunk(index):  # gathered _CHUNK examples at a time, then sliced: no function call per example
+                return tf.data.Dataset.from_tensor_slices({
+                    **_pick(images, coefficients, labels, index, tf.fill(tf.shape(index), view), shift, total),
+                    "target_row": tf.gather(rows, index)})
+
+            return indices.batch(_CHUNK).flat_map(chunk)
 
         def mix(batch):
             image = maker.mixed_batch(batch.pop("own"), batch.pop("partner"), batch.pop("coefficient"))
@@ -195,6 +229,8 @@ def train_dataset(
         stream = stream.skip(start_offset).batch(batch_size, drop_remainder=True)
         stream = stream.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return stream.prefetch(tf.data.AUTOTUNE).with_options(pipeline._options())  # noqa: SLF001
+    if pair_buffer["buffer"] < buffer:
+        _log_plan(pair_buffer)
     with pipeline._without_global_seed():  # noqa: SLF001 (the stream must not depend on TF's global seed)
         stream = tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(one_epoch)
     stream = stream.skip(start_offset)  # undecoded pairs: cheap

@@ -87,7 +87,8 @@ class ViewMaker:
         # (`decode` draws nothing), so the views are the same bits either way.
         head, _, rest = spec.partition("|")
         first = ops.parse_spec(head)[0]
-        whole = bool(rest.strip()) and first[0] == "decode"
+        # (fixed_teacher's one eval view per image: its spec stays whole, as it may keep other keys)
+        whole = self.mode != "fixed_teacher" and bool(rest.strip()) and first[0] == "decode"
         self.decode = ops.get_preprocess_fn(head) if whole else None
         self.per_view = ops.get_split_preprocess_fns(rest)[0] if whole else None
         self.view_fn = ops.get_preprocess_fn(rest) if whole else None
@@ -114,7 +115,8 @@ class ViewMaker:
         if self.decodes_whole():
             import tensorflow as tf
 
-            out = self.view_fn({"image": self.decoded(record), self.rng_key: _view_rng(self.seed, index, view)})["image"]
+            rng = _view_rng(self.seed, index, view)
+            out = self.view_fn({**record, "image": self.decoded(record), self.rng_key: rng})["image"]
             return tf.ensure_shape(out, [None, None, self.channels])
         return self.preprocess({**record, self.rng_key: _view_rng(self.seed, index, view)})["image"]
 
