@@ -9,8 +9,9 @@ Each point (budget b, seed s) is one `funmatch demo --steps b·3000 --seed s` in
 1,000 labelled + 3,900 unlabelled images, the shipped teacher at 112 px), then the same student on labels,
 for the CPU time the function-matching side used (targets' generation + training, process CPU seconds:
 fair on a busy machine), on all 4,900 images with their labels and on the 1,000 labelled ones. All points
-share `OUT/store/` (the prepared data, the stored targets, the label step's measured cost): the targets are
-generated once, and their generation's CPU time is counted on every point's function-matching side.
+share `OUT/store/` (the prepared data and the stored targets): the targets are generated once, and their
+generation's CPU time is counted on every point's function-matching side. Each point measures its own
+label-step cost, under the load of its own time.
 
 Resumable: a point with a `summary.json` is skipped; an interrupted one resumes from its checkpoints (the
 demo's steps are resumable). Each point records the machine, its load average before and after, and its

@@ -99,6 +99,9 @@ def test_verdict_says_who_won_and_where_function_matching_overtakes():
     assert "did not overtake it within the measured budgets (1×, 2× the demo's" in never
     assert never.endswith("1.0 points behind labels on the labelled subset")
     assert "no budget where function matching overtakes it has been measured" in demo.verdict(_summary(0.8, 0.9, 0.7))
+    tie = demo.verdict(_summary(0.875, 0.875, 0.9), crossover=2.0)
+    assert tie.startswith("function matching ties labels on every image at equal CPU time (function matching overtook")
+    assert tie.endswith("2.5 points behind labels on the labelled subset")
 
 
 def test_all_labels_folder_puts_every_unlabelled_image_in_its_class(tmp_path):

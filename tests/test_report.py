@@ -665,3 +665,22 @@ def test_time_figure_uses_cpu_time_and_counts_the_targets_generation(tmp_path):
     labels = write_label_workdir(tmp_path)
     assert load_run(labels).setup_time("train_cpu_seconds") == 0.0
     assert_png(plot_accuracy_vs_time([run, load_run(labels)], tmp_path / "time.png"), min_size=(900, 500))
+
+
+def test_three_runs_named_as_the_demo_names_them(tmp_path):
+    """The demo's report: function matching and both label references on the first figure (CPU time), each
+    run under the name given to it; a wrong list of names is one clear error."""
+    from funmatch.errors import FunmatchError
+
+    fm = write_workdir(tmp_path, "function_matching", dataset="eurosat_rgb", augmentations=False)
+    add_training_time(fm)
+    subset, everything = write_label_workdir(tmp_path, "labels_subset"), write_label_workdir(tmp_path, "labels_all")
+    names = ["function matching", "labels on the 1,000 labelled images", "labels on all 4,900 images"]
+    page = write_report([fm, subset, everything], tmp_path / "out", names=names)
+    parser, text = parse_page(page), page.read_text(encoding="utf-8")
+    assert parser.images[0] == "accuracy-vs-time.png"
+    assert all(f">{name}<" in text for name in names)
+    assert "labels_subset" not in text.replace("/labels_subset", "")  # the workdir's name is not the run's name
+    for bad in (names[:2], [names[0]] * 3, [*names[:2], ""]):
+        with pytest.raises(FunmatchError, match=r"report: need one distinct, non-empty name per workdir \(3\)"):
+            write_report([fm, subset, everything], tmp_path / "bad", names=bad)

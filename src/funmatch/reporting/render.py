@@ -196,18 +196,24 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:40] or "run"
 
 
-def write_report(workdirs: Sequence[os.PathLike] | os.PathLike, out_dir: os.PathLike, *, title: str | None = None) -> pathlib.Path:
+def write_report(workdirs: Sequence[os.PathLike] | os.PathLike, out_dir: os.PathLike, *, title: str | None = None,
+                 names: Sequence[str] | None = None) -> pathlib.Path:
     """Write index.html, summary.md and the PNG plots for `workdirs` into `out_dir`; returns index.html.
 
     With two or more workdirs the page starts with a comparison table and an accuracy-vs-epochs plot
-    across runs. Files a previous report wrote into `out_dir` are replaced; other files are kept.
+    across runs. `names` (one per workdir) name the runs in legends and headings instead of their
+    workdirs' names. Files a previous report wrote into `out_dir` are replaced; other files are kept.
     """
     if isinstance(workdirs, (str, os.PathLike)):
         workdirs = [workdirs]
     if not workdirs:
         raise FunmatchError("report: give at least one workdir")
+    if names is not None and (len(names) != len(workdirs) or len(set(names)) != len(names) or not all(names)):
+        raise FunmatchError(f"report: need one distinct, non-empty name per workdir ({len(workdirs)}), got {list(names)}")
     runs = [load_run(w) for w in workdirs]
     _label_runs(runs)
+    for run, name in zip(runs, names or ()):
+        run.label = name
     out_dir = pathlib.Path(out_dir)
     previous = _claim_out_dir(out_dir)
     written: list[str] = []
