@@ -36,8 +36,8 @@ TensorFlow, 16 px; CPU seconds are the figures to compare, wall times reflect th
     targets (K=2, top-10; per view)     31.8     397   0.96 GB         107.0     334   <= 1.04 GB*
       store vs estimate               3.2 MB, 1.003x              12.9 MB, 1.002x
     distill --targets (300 steps)       54.0       -   1.16 GB         108.3       -   1.57 GB
-    evaluate (test, 2 models)              -       -         -          13.7   2,196   1.04 GB
-    unlabeled union (+1/8 as files)        -       -         -         144.6     802   0.87 GB
+    evaluate (test, 2 models)            9.7   6,181   0.91 GB          13.7   2,196   1.04 GB
+    unlabeled union (+1/8 as files)     48.1   1,068   0.85 GB         144.6     802   0.87 GB
 
 (*: that run's runner had made the images itself, and a child's peak RSS counts its parent's ~1 GB until
 exec; the runner now makes them in a child.) About 0.8 GB of every figure is TensorFlow's import. Per-image
