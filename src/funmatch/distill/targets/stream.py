@@ -25,6 +25,26 @@ _ORDER_SALT = 0x0DE5
 _EPOCH_SEED_MULTIPLIER = 1_000_003
 
 
+
+def float16_bits_to_float32(bits):
+    """float16 values given as their uint16 bit patterns -> the same values as float32 (exactly, NaN and ±inf
+    included), with integer ops only: no float16 tensor reaches TensorFlow, whose oneDNN build logs an error
+    line for float16 on CPUs without AVX-512."""
+    import tensorflow as tf
+
+    half = tf.cast(bits, tf.int32)
+    sign = tf.bitwise.left_shift(tf.bitwise.bitwise_and(tf.bitwise.right_shift(half, 15), 1), 31)
+    exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(half, 10), 0x1F)
+    mantissa = tf.bitwise.bitwise_and(half, 0x3FF)
+    # Normal numbers: rebias the exponent (15 -> 127); inf and NaN (exponent 31) keep an all-ones exponent.
+    wide_exponent = tf.where(tf.equal(exponent, 0x1F), 0xFF, exponent - 15 + 127)
+    normal = tf.bitcast(tf.bitwise.bitwise_or(tf.bitwise.bitwise_or(sign, tf.bitwise.left_shift(wide_exponent, 23)),
+                                              tf.bitwise.left_shift(mantissa, 13)), tf.float32)
+    # Zeros and subnormals: mantissa · 2^-24, exact in float32.
+    small = tf.cast(mantissa, tf.float32) * (2.0 ** -24)
+    small = tf.where(tf.equal(sign, 0), small, -small)
+    return tf.where(tf.equal(exponent, 0), small, normal)
+
 def view_of_epoch(seed: int, num_views: int, epoch):
     """The view read in pass `epoch`: σ_c(epoch mod K), σ_c a seeded permutation per cycle c = epoch // K."""
     import tensorflow as tf
@@ -175,12 +195,13 @@ def train_dataset(
     def decode_targets(batch):
         rows = batch.pop("target_row")
         if card["storage"] == "full":
-            logits = tf.reshape(tf.cast(tf.io.decode_raw(rows, tf.float16), tf.float32), [-1, num_classes])
+            logits = tf.reshape(float16_bits_to_float32(tf.io.decode_raw(rows, tf.uint16)), [-1, num_classes])
         else:
             k = int(card["top_k"])
             index_part = tf.reshape(tf.io.decode_raw(tf.strings.substr(rows, 0, 2 * k), tf.uint16), [-1, k])
-            value_part = tf.reshape(tf.io.decode_raw(tf.strings.substr(rows, 2 * k, 2 * k), tf.float16), [-1, k])
-            logits = _tf_topk_to_log_probs(tf.cast(index_part, tf.int32), tf.cast(value_part, tf.float32), num_classes)
+            value_part = tf.reshape(float16_bits_to_float32(tf.io.decode_raw(tf.strings.substr(rows, 2 * k, 2 * k),
+                                                                             tf.uint16)), [-1, k])
+            logits = _tf_topk_to_log_probs(tf.cast(index_part, tf.int32), value_part, num_classes)
         return {**batch, "teacher_logits": logits}
 
     start_position = start_step * batch_size
