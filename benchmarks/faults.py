@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 
 import numpy as np
 

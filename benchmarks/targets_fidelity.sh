@@ -6,7 +6,7 @@
 #     VIEWS="4 16 64" STEPS=4800 CONFIG=eurosat benchmarks/targets_fidelity.sh
 #
 # Data: the shared EuroSAT RGB (27,000 images; validation carved from train, 5 %), prepared once. Teacher: the
-# shipped EuroSAT teacher (bit_r26x0.25, 64 px). Student: the recipe's (tiny_cnn at 64 px). Every run uses the
+# shipped EuroSAT teacher (bit_r26x0.25, served at the resolution of its contract, 112 px). Student: the recipe's (tiny_cnn at 64 px). Every run uses the
 # same recipe, seed and number of steps (default: the recipe's 30 epochs, ~4,800 steps of 128); only where the
 # teacher's targets come from differs. Each step is resumable: re-running the script continues where it stopped.
 # Cost on the shared 2-core CPU (estimate): generation of 4 + 16 + 64 views of 20,520 images = 1.7 M teacher
@@ -21,6 +21,9 @@ SHARED=${FUNMATCH_SHARED_DATA:-../shared/data}
 TEACHER=src/funmatch/assets/teachers/eurosat_teacher.keras
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 if [[ -n "${STEPS:-}" ]]; then CONFIG="$CONFIG:total_steps=$STEPS"; fi
+# The teacher sees every view at its own contract's resolution (the shipped one is served at 112 px).
+RESOLUTION=$("$PYTHON" -c "import sys; from funmatch import models; print(models.contract(models.load(sys.argv[1]))['resolution'])" "$TEACHER")
+if [[ "$CONFIG" == *:* ]]; then CONFIG="$CONFIG,teacher_resolution=$RESOLUTION"; else CONFIG="$CONFIG:teacher_resolution=$RESOLUTION"; fi
 funmatch() { nice -n 5 "$PYTHON" -m funmatch.cli "$@"; }
 
 mkdir -p "$OUT"

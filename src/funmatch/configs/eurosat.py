@@ -17,8 +17,8 @@ Run (the shared copy has train/ and test/ folders; validation is carved from tra
 The shipped teacher (`funmatch/assets/teachers/`, 96.1 % on the 5,400 EuroSAT test images) is this recipe's
 teacher trained in four stages, the last at teacher_resolution=96, then served at 112 px, the resolution that
 scored best on validation (`funmatch models resolution`; its card has the commands and times); with it, distil
-with `eurosat:teacher_resolution=112`. `funmatch demo` runs this recipe on 1,000 labelled + 4,000
-unlabelled images (figures in the README).
+with `eurosat:teacher_resolution=112`. `funmatch demo` runs this recipe on 1,000 labelled + 3,900
+unlabelled images the teacher never trained on (figures in the README).
 """
 
 from funmatch.configs import common
