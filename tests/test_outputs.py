@@ -172,3 +172,24 @@ def test_export_never_deletes_the_current_folder_or_its_model(user_folder):
                          cwd=user_folder), "is the input MODEL")
     assert _tree(user_folder) == before
 
+
+
+def test_the_demo_resumes_its_own_folder_and_refuses_anyone_elses(tmp_path, monkeypatch):
+    from funmatch.commands.demo import _claim_out
+
+    legacy = tmp_path / "demo_out"  # written by a demo from before the marker
+    for name in ("data", "function_matching", "labels_subset"):
+        (legacy / name).mkdir(parents=True)
+    (legacy / "labels_subset_plan.json").write_text("{}")
+    _claim_out(legacy, None)
+    assert outputs.is_funmatch_folder(legacy)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "data").mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    with pytest.raises(FunmatchError, match=r"--out .*theirs: holds files `funmatch demo` did not write \(thesis.tex\)"):
+        _claim_out(theirs, None)
+    assert not outputs.is_funmatch_folder(theirs)
+    monkeypatch.chdir(theirs)
+    with pytest.raises(FunmatchError, match="is the current folder"):
+        _claim_out(pathlib.Path("."), None)

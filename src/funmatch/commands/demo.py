@@ -251,14 +251,24 @@ def _label_student(out: pathlib.Path, name: str, config, data_dir: pathlib.Path,
     return workdir
 
 
+def _demo_entry(name: str) -> bool:
+    """Whether `name` is one the demo writes into its folder (a run, a dataset, the targets, a plan, the report)."""
+    stem = name.split(".")[0]
+    return stem in ("data", "data_unlabeled", "data_all_labels", "all_labels_images", "teacher", "targets",
+                    "targets_cost", "function_matching", "report", "summary") or stem.startswith("labels")
+
+
 def _claim_out(out: pathlib.Path, teacher: str | None) -> None:
     """The demo's folder: new, empty, or one an earlier demo wrote (it resumes); never the current folder."""
     from funmatch import outputs
 
     outputs.check_output(out, overwrite=None, inputs={"--teacher": teacher})
-    if out.is_dir() and any(out.iterdir()) and not outputs.is_funmatch_folder(out):
-        raise FunmatchError(f"--out {out}: holds files `funmatch demo` did not write (no {outputs.MARKER} marker); "
-                            "name a new folder")
+    if out.is_dir() and not outputs.is_funmatch_folder(out):
+        # A demo folder from before the marker holds only the names a demo writes; anything else is someone's.
+        foreign = sorted(path.name for path in out.iterdir() if not _demo_entry(path.name))
+        if foreign:
+            raise FunmatchError(f"--out {out}: holds files `funmatch demo` did not write ({', '.join(foreign[:3])}"
+                                f"{' …' if len(foreign) > 3 else ''}); name a new folder")
     out.mkdir(parents=True, exist_ok=True)
     if not outputs.is_funmatch_folder(out):
         outputs.write_marker(out, "demo")
