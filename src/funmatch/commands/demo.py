@@ -30,7 +30,7 @@ images) and before the all-labels reference: 7 min 42 s in all on 2 idle CPU cor
 86.2 % test in 6.0 CPU minutes (2.6 for the targets of 16 views, 3.5 for 3,000 training steps), the
 1,000-label student 83.4 % in the same CPU time. The current demo's figures: the README and
 `benchmarks/patience.py`.
-`--quick` runs the same pipeline in about a minute.
+`--quick` runs the same pipeline in about two minutes (2 min 09 s on 2 CPU cores, TensorFlow backend).
 Re-running the same command reuses what is done (each step is resumable).
 
 `run_demo` lives with its command: it only strings together the libraries of the other commands
@@ -421,7 +421,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out); re-running resumes")
-    parser.add_argument("--quick", action="store_true", help="the same pipeline in about a minute (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="the same pipeline in about two minutes on 2 CPU cores (smoke test)")
     parser.add_argument("--teacher", default=None, help="a teacher .keras file instead of the shipped one")
     parser.add_argument("--train-teacher", action="store_true", help="train the teacher from scratch first (longer)")
     parser.add_argument("--steps", type=int, default=None,
