@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -133,15 +133,11 @@ class Checkpointer:
     def path(self, step: int) -> pathlib.Path:
         return self.directory / f"{CHECKPOINT_PREFIX}{step:09d}"
 
-    def save(self, step: int, groups: dict[str, Sequence[Any]], meta: dict[str, Any] | None = None,
-             then: Callable[[], None] | None = None) -> pathlib.Path:
-        """Process 0 writes the checkpoint of `step`, then calls `then` (the step's record: it follows its
-        checkpoint at once, before any wait on another process); every process returns once the checkpoint is
-        in place (a barrier: no process runs ahead of a checkpoint that a restart would need)."""
+    def save(self, step: int, groups: dict[str, Sequence[Any]], meta: dict[str, Any] | None = None) -> pathlib.Path:
+        """Process 0 writes the checkpoint of `step`; every process returns once it is in place (a barrier:
+        no process runs ahead of a checkpoint that a restart would need)."""
         if _is_first_process():
             self._write(step, groups, meta)
-            if then is not None:
-                then()
         from funmatch import runtime
 
         runtime.barrier(f"funmatch checkpoint {step}")

@@ -239,16 +239,15 @@ def _build_loop_callback(
                     f"training diverged by step {self.step}: weight {where} reached {largest:.3g} (bound "
                     f"{WEIGHT_BOUND:g}); stopped. {_kept(checkpointer)}; lower the learning rate"
                 )
-            def write_record():
-                # The record follows its checkpoint: a kill in between loses a record, never repeats one. It is
-                # written before the checkpoint's barrier, so a process killed there costs no record.
-                if runtime.is_writer():  # multi-process runs: process 0 writes
-                    with open(self.metrics_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-
+            # The record comes before its checkpoint: a kill once the checkpoint is in place (or while another
+            # process waits at its barrier) loses nothing, and a kill in between is undone on resume, which
+            # trims the records after the checkpoint it resumes from (`trim_records`): never lost, never twice.
+            if runtime.is_writer():  # multi-process runs: process 0 writes
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             checkpointer.save(self.step, state, {"epoch": record["epoch"], "train_seconds": record["train_seconds"],
                                                  "train_cpu_seconds": record["train_cpu_seconds"],
-                                                 "stopped_by": self.stopped_by}, then=write_record)
+                                                 "stopped_by": self.stopped_by})
 
         def on_train_end(self, logs=None):
             if self.bar is not None:
