@@ -38,26 +38,11 @@ def check_store(targets_dir, config: Config, axes: dict | None = None, *, teache
 
     card = store.load_card(targets_dir)
     where = f"--targets {targets_dir}"
-    problems = []
     try:
-        if not card.get("complete"):
-            problems.append("generation is not complete (re-run `funmatch targets` with the same arguments)")
-        teacher_sha = store.file_sha256(teacher_path)
-        if card["teacher"]["sha256"] != teacher_sha:
-            problems.append(f"computed with another teacher (sha256 {card['teacher']['sha256'][:12]}…, "
-                            f"--teacher {teacher_path} is {teacher_sha[:12]}…)")
-        data_sha = store.dataset_card_sha256(data_dir)
-        if card["data"]["card_sha256"] != data_sha:
-            problems.append(f"computed on other data (dataset card {card['data']['card_sha256'][:12]}…, "
-                            f"--data {data_dir} has {data_sha[:12]}…)")
-        if card["data"]["split"] != config.train_split:
-            problems.append(f"computed on split {card['data']['split']!r}, the recipe trains on {config.train_split!r}")
-        num_classes = int(tfrecords.load_card(data_dir)["num_classes"])
-        if int(card["num_classes"]) != num_classes:
-            problems.append(f"{card['num_classes']} classes, --data {data_dir} has {num_classes}")
-        if int(card["teacher"]["resolution"]) != int(config.teacher_resolution):
-            problems.append(f"teacher resolution {card['teacher']['resolution']}, the recipe's is "
-                            f"{config.teacher_resolution}")
+        problems = store.identity_problems(
+            card, teacher_path=teacher_path, data_dir=data_dir, split=config.train_split,
+            num_classes=int(tfrecords.load_card(data_dir)["num_classes"]),
+            teacher_resolution=config.teacher_resolution, who="the recipe")
     except (KeyError, TypeError, ValueError) as e:
         raise FunmatchError(f"{where}: targets.json lacks or garbles a field ({e}); re-run `funmatch targets`") from None
     if problems:

@@ -88,6 +88,7 @@ from funmatch.distill.targets.store import (
     _tf_topk_to_log_probs,  # noqa: F401 (tests)
     card_digest,
     check_card,
+    identity_problems,
     dataset_card_sha256,
     decode_rows,
     encode_rows,
@@ -131,6 +132,7 @@ __all__ = [
     "ViewMaker",
     "card_digest",
     "check_card",
+    "identity_problems",
     "dataset_card_sha256",
     "decode_rows",
     "encode_rows",

@@ -205,44 +205,52 @@ def unit_path(targets_dir, card: dict, view: int, file_index: int) -> pathlib.Pa
     return pathlib.Path(targets_dir) / f"view-{view:05d}" / f"{card['data']['split']}-{file_index:05d}.npy"
 
 
+def identity_problems(card: dict, *, teacher_path, data_dir, num_classes: int, split: str, teacher_resolution: int,
+                      who: str = "the run") -> list[str]:
+    """What makes a store another store than the one `who` needs, whatever its mode, views or temperature:
+    complete, teacher file hash, dataset card hash, split, classes, teacher resolution (one clause each)."""
+    problems = []
+    if not card.get("complete"):
+        problems.append("generation is not complete (re-run `funmatch targets` with the same arguments)")
+    teacher_sha, data_sha = file_sha256(teacher_path), dataset_card_sha256(data_dir)
+    if card["teacher"]["sha256"] != teacher_sha:
+        problems.append(f"computed with another teacher (sha256 {card['teacher']['sha256'][:12]}…, "
+                        f"--teacher {teacher_path} is {teacher_sha[:12]}…)")
+    if card["data"]["card_sha256"] != data_sha:
+        problems.append(f"computed on other data (dataset card {card['data']['card_sha256'][:12]}…, "
+                        f"--data {data_dir} has {data_sha[:12]}…)")
+    if card["data"]["split"] != split:
+        problems.append(f"computed on split {card['data']['split']!r}, {who} trains on {split!r}")
+    if int(card["num_classes"]) != int(num_classes):
+        problems.append(f"{card['num_classes']} classes, {who} has {num_classes}")
+    if int(card["teacher"]["resolution"]) != int(teacher_resolution):
+        problems.append(f"teacher resolution {card['teacher']['resolution']}, {who}'s is {teacher_resolution}")
+    return problems
+
+
 def check_card(card: dict, *, teacher_path, data_dir, num_classes: int, mode: str, view_template: str | None,
                teacher_resolution: int, mixup_p: float, split: str, targets_dir="targets",
                temperature: float | None = None) -> None:
     """Refuses a store that does not fit the run: one line per mismatch, all in one FunmatchError.
 
-    Compared: complete, teacher file hash, dataset card hash, split, classes, mode, pp spec (the view
-    template; fixed_teacher: not compared, its teacher view is the store's own), teacher resolution,
-    mixup p.
+    Compared: the store's identity (`identity_problems`), mode, pp spec (the view template; fixed_teacher:
+    not compared, its teacher view is the store's own), mixup p, and the temperature a top-k store serves.
     """
-    problems = []
     where = f"--targets {targets_dir}"
-    if not card.get("complete"):
-        problems.append(f"{where}: generation is not complete (re-run `funmatch targets` with the same arguments)")
-    if card["teacher"]["sha256"] != file_sha256(teacher_path):
-        problems.append(f"{where}: computed with another teacher (sha256 {card['teacher']['sha256'][:12]}…, "
-                        f"--teacher {teacher_path} is {file_sha256(teacher_path)[:12]}…)")
-    if card["data"]["card_sha256"] != dataset_card_sha256(data_dir):
-        problems.append(f"{where}: computed on other data (dataset card {card['data']['card_sha256'][:12]}…, "
-                        f"--data {data_dir} has {dataset_card_sha256(data_dir)[:12]}…)")
-    if card["data"]["split"] != split:
-        problems.append(f"{where}: computed on split {card['data']['split']!r}, the run trains on {split!r}")
-    if int(card["num_classes"]) != int(num_classes):
-        problems.append(f"{where}: {card['num_classes']} classes, the run has {num_classes}")
+    problems = identity_problems(card, teacher_path=teacher_path, data_dir=data_dir, num_classes=num_classes,
+                                 split=split, teacher_resolution=teacher_resolution)
     if card["mode"] != mode:
-        problems.append(f"{where}: stored for mode {card['mode']!r}, the run's mode is {mode!r}")
+        problems.append(f"stored for mode {card['mode']!r}, the run's mode is {mode!r}")
     elif mode != "fixed_teacher" and card["view_spec"] != template_in_format(view_template, card["format"]):
-        problems.append(f"{where}: pp spec {card['view_spec']!r}, the run's is "
-                        f"{template_in_format(view_template, card['format'])!r}")
-    if int(card["teacher"]["resolution"]) != int(teacher_resolution):
-        problems.append(f"{where}: teacher resolution {card['teacher']['resolution']}, the run's is {teacher_resolution}")
+        problems.append(f"pp spec {card['view_spec']!r}, the run's is {template_in_format(view_template, card['format'])!r}")
     if mode == "function_matching" and float(card["mixup_p"]) != float(mixup_p):
-        problems.append(f"{where}: mixup p {card['mixup_p']:g}, the run's is {float(mixup_p):g}")
+        problems.append(f"mixup p {card['mixup_p']:g}, the run's is {float(mixup_p):g}")
     if temperature is not None and not store_serves_temperature(card, temperature):
-        problems.append(f"{where}: top-{card['top_k']} targets are exact only at temperature {STORED_TEMPERATURE:g}, "
+        problems.append(f"top-{card['top_k']} targets are exact only at temperature {STORED_TEMPERATURE:g}, "
                         f"the run's is {float(temperature):g} (set temperature={STORED_TEMPERATURE:g}, or store every "
                         f"class: --top-k {card['num_classes']})")
     if problems:
-        raise FunmatchError("stored targets do not match the run:\n  " + "\n  ".join(problems))
+        raise FunmatchError("stored targets do not match the run:\n  " + "\n  ".join(f"{where}: {p}" for p in problems))
 
 
 # ----------------------------------------------------------------------------------------------
