@@ -78,13 +78,14 @@ def cached_split_logits(model, key: str, directory: os.PathLike, data_dir, split
             problem = f"{type(error).__name__}: {error}"
         print(f"funmatch: cached logits {logits_path.name} not used ({problem}); computing them again",
               file=sys.stderr, flush=True)
+    from funmatch.outputs import staged
+
     result = split_logits(model, data_dir, split, spec, batch_size, max_examples)
     digest_path.unlink(missing_ok=True)  # arrays and digest replaced together: no digest, no use
     _atomic_save_npy(labels_path, result["labels"])
     _atomic_save_npy(logits_path, result["logits"])
-    tmp = digest_path.with_name(f".{digest_path.name}.tmp{os.getpid()}")
-    tmp.write_text(_digest(result["logits"], result["labels"], data_dir) + "\n")
-    os.replace(tmp, digest_path)
+    with staged(digest_path, command="evaluate", kind="file") as temporary:
+        temporary.write_text(_digest(result["logits"], result["labels"], data_dir) + "\n")
     return result
 
 

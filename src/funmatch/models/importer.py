@@ -21,7 +21,6 @@ the source. May import errors and the models package's own modules.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
@@ -245,16 +244,10 @@ def save_atomic(model, out) -> None:
     out = os.fspath(out)
     if not out.endswith(".keras"):
         raise FunmatchError(f"--out {out}: a funmatch model file must end in .keras")
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(handle)
-    try:
+    from funmatch.outputs import staged
+
+    with staged(out, command="models import", kind="file") as temporary:
         save(model, temporary)
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def init_model_file(init: str, num_classes: int, workdir) -> str:
