@@ -58,6 +58,7 @@ DEMO = dict(student="tiny_cnn", student_resolution=48, teacher_resolution=112, r
             mixup_p=1.0, checkpoint_every=100, eval_every=500, eval_batch_size=250,
             train_split="train_and_unlabeled")
 VIEWS = 16  # stored teacher views per image
+REFERENCES = ("labels_subset", "labels_all")  # the label-trained references, in the report's order
 # The label-trained student's learning rate: the best on validation of the recorded sweep
 # `scripts/label_sweep.sh` (2,000 steps each: lr 0.003 / 0.01 / 0.03, and 0.01 with mixup).
 LABELS_LEARNING_RATE = 0.03
@@ -276,13 +277,14 @@ def _claim_out(out: pathlib.Path, teacher: str | None) -> None:
 
 def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = None, train_teacher: bool = False,
              progress: bool = True, steps: int | None = None, views: int | None = None, seed: int = 0,
-             store: str | None = None) -> dict[str, Any]:
+             store: str | None = None, references: tuple[str, ...] = REFERENCES) -> dict[str, Any]:
     """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`).
 
     `seed` seeds the three students' training (initialisation, order, augmentation); the prepared data and
     the stored targets do not depend on it. `store` (default: `out_dir`) is where the prepared data and the
     stored targets live: runs that share it share them (the targets' generation still counts on each
-    function-matching side; each run measures its own label-step cost). The summary is printed at the end (with
+    function-matching side; each run measures its own label-step cost). `references` names the label-trained
+    references to run (`benchmarks/patience.py` runs only "labels_all"). The summary is printed at the end (with
     `progress=False` too: it is the command's result)."""
     from funmatch.evaluation import evaluate_models
     from funmatch.reporting import write_report
@@ -317,8 +319,12 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
     fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
     _record_targets_cost(distill_dir, targets_cpu, targets_wall)
-    label_runs = {"labels_subset": data_dir, "labels_all": all_dir}
-    counts = {name: _train_size(data) for name, data in label_runs.items()}
+    unknown = sorted(set(references) - set(REFERENCES))
+    if unknown or not references:
+        raise FunmatchError(f"references: choose among {', '.join(REFERENCES)}, got {', '.join(references) or 'none'}")
+    counts = {name: _train_size(data) for name, data in {"labels_subset": data_dir, "labels_all": all_dir}.items()}
+    label_runs = {name: data for name, data in {"labels_subset": data_dir, "labels_all": all_dir}.items()
+                  if name in references}
     say(f"funmatch demo: 4/6 the same student on labels, for the same CPU time ({fm_cpu / 60:.1f} min) each: on the "
         f"{counts['labels_subset']:,} labelled images, and on all {counts['labels_all']:,} images with their labels")
     workdirs = {"function_matching": distill_dir}
@@ -335,9 +341,10 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
         evaluations[name] = json.loads(path.read_text())
     say("funmatch demo: 6/6 write the report")
     unlabeled = counts["labels_all"] - counts["labels_subset"]
-    names = [f"function matching ({counts['labels_subset']:,} + {unlabeled:,} images, no label read)",
-             f"labels on the {counts['labels_subset']:,} labelled images",
-             f"labels on all {counts['labels_all']:,} images"]
+    titles = {"function_matching": f"function matching ({counts['labels_subset']:,} + {unlabeled:,} images, no label read)",
+              "labels_subset": f"labels on the {counts['labels_subset']:,} labelled images",
+              "labels_all": f"labels on all {counts['labels_all']:,} images"}
+    names = [titles[name] for name in workdirs]
     index = write_report(list(workdirs.values()), out / "report", names=names,
                          title=f"funmatch demo: EuroSAT, {counts['labels_subset']:,} labels + {unlabeled:,} unlabelled "
                                "images — function matching vs labels on the subset vs labels on every image")
@@ -357,10 +364,10 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
         "function_matching": {**side("function_matching", targets_cpu, targets_wall), "params": fm["student"]["params"],
                               "targets_cpu_seconds": targets_cpu, "targets_seconds": targets_wall, "views": views,
                               "images": f"{counts['labels_subset']:,} labelled + {unlabeled:,} unlabelled (labels unused)"},
-        "labels_subset": {**side("labels_subset"), "learning_rate": LABELS_LEARNING_RATE,
-                          "images": f"{counts['labels_subset']:,} labelled"},
-        "labels_all": {**side("labels_all"), "learning_rate": LABELS_LEARNING_RATE,
-                       "images": f"{counts['labels_all']:,}, every image of the distillation, labelled"},
+        **{name: {**side(name), "learning_rate": LABELS_LEARNING_RATE,
+                  "images": (f"{counts['labels_subset']:,} labelled" if name == "labels_subset" else
+                             f"{counts['labels_all']:,}, every image of the distillation, labelled")}
+           for name in label_runs},
         "flops_ratio": fm["ratios"]["flops_per_image"],
         "budget": config.steps / DEMO["total_steps"],
         "seed": seed,
@@ -382,12 +389,15 @@ def verdict(summary: dict[str, Any], crossover: float | None = None, measured: t
     """The summary's last line: who won at equal CPU time, against the all-labels reference first; when it
     won, the budget (× the demo's) at which `benchmarks/patience.py` measured function matching overtaking
     it, or the budgets over which it did not."""
-    fm, everything, subset = (summary[k]["accuracy"] for k in ("function_matching", "labels_all", "labels_subset"))
-    over_all, over_subset = 100 * (fm - everything), 100 * (fm - subset)
-    versus_subset = (f"{over_subset:.1f} points ahead of" if over_subset > 0 else f"{-over_subset:.1f} points behind")
+    fm, everything = (summary[k]["accuracy"] for k in ("function_matching", "labels_all"))
+    over_all = 100 * (fm - everything)
+    versus_subset = ""
+    if "labels_subset" in summary:
+        over_subset = 100 * (fm - summary["labels_subset"]["accuracy"])
+        versus_subset = (f"{over_subset:.1f} points ahead of" if over_subset > 0 else f"{-over_subset:.1f} points behind")
     if over_all > 0:
-        return (f"function matching wins at equal CPU time: {over_all:.1f} points ahead of labels on every image, "
-                f"{versus_subset} labels on the labelled subset")
+        return (f"function matching wins at equal CPU time: {over_all:.1f} points ahead of labels on every image"
+                + (f", {versus_subset} labels on the labelled subset" if versus_subset else ""))
     if crossover is not None:
         later = f"function matching overtook it at {crossover:g}× this budget (benchmarks/patience.py)"
     elif measured:
@@ -397,12 +407,13 @@ def verdict(summary: dict[str, Any], crossover: float | None = None, measured: t
         later = "no budget where function matching overtakes it has been measured (benchmarks/patience.py)"
     result = ("function matching ties labels on every image at equal CPU time" if round(over_all, 6) == 0 else
               f"labels on every image win at equal CPU time, by {-over_all:.1f} points")
-    return f"{result} ({later}); function matching is {versus_subset} labels on the labelled subset"
+    return f"{result} ({later})" + (f"; function matching is {versus_subset} labels on the labelled subset"
+                                    if versus_subset else "")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     teacher, fm = summary["teacher"], summary["function_matching"]
-    subset, everything = summary["labels_subset"], summary["labels_all"]
+    everything = summary["labels_all"]
 
     def line(title, side, what):
         return (f"{title} test accuracy {100 * side['accuracy']:.1f} %, agreement with the teacher "
@@ -413,7 +424,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"teacher: test accuracy {100 * teacher['accuracy']:.1f} %; the students use {summary['flops_ratio']:.1f}× fewer FLOPs per image",
         line("function matching:      ", fm, f": {fm['targets_cpu_seconds'] / 60:.1f} targets + "
                                               f"{fm['train_cpu_seconds'] / 60:.1f} training; {fm['images']}"),
-        line("labels, labelled subset:", subset, f" of training; {subset['images']}"),
+        *([line("labels, labelled subset:", summary["labels_subset"], f" of training; {summary['labels_subset']['images']}")]
+          if "labels_subset" in summary else []),
         line("labels, every image:    ", everything, f" of training; {everything['images']}"),
         verdict(summary, CROSSOVER, MEASURED_BUDGETS),
     ])
