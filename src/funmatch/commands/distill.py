@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=None, help="override the recipe's mode (default: function_matching)")
     parser.add_argument("--targets", default=None, metavar="TARGETS_DIR",
                         help="stored teacher targets (`funmatch targets`): the step runs no teacher")
+    parser.add_argument("--init", default=None, metavar="FILE",
+                        help="start the student from this funmatch .keras file (e.g. the student.keras of funmatch "
+                             "labels; the student's architecture, classes and resolution) or a keras-hub preset "
+                             "(imported with a head for the data's classes into WORKDIR/.init.keras); optimizer and "
+                             "step start fresh (recipe key student_init)")
     add_unlabeled_argument(parser)
     add_budget_arguments(parser)
     runtime.add_launch_arguments(parser)
@@ -29,12 +34,19 @@ def main(args: argparse.Namespace) -> int:
     check_config(config)
     check_data_dir(args.data)
     check_file("--teacher", args.teacher)
-    check_place("--workdir", args.workdir, {"--data": args.data, "--teacher": args.teacher, "--targets": args.targets})
+    check_place("--workdir", args.workdir, {"--data": args.data, "--teacher": args.teacher, "--targets": args.targets,
+                                            "--init": args.init})
     runtime.check_launch_arguments(args)
     runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
     from funmatch.training.distill import distill  # the library (and Keras) after the cheap checks
 
     data, config = with_unlabeled(args, config)
-    distill(config, data, args.teacher, args.workdir, mode=args.mode, targets=args.targets,
+    init = args.init
+    if init is not None:  # a preset becomes a funmatch model file in the workdir first (as teacher --init)
+        from funmatch.data.tfrecords import load_card
+        from funmatch.models.importer import init_model_file
+
+        init = init_model_file(init, int(load_card(args.data)["num_classes"]), args.workdir)
+    distill(config, data, args.teacher, args.workdir, mode=args.mode, targets=args.targets, init=init,
             progress=not args.no_progress)
     return 0

@@ -42,6 +42,9 @@ class Config:
     student_resolution: int = 128
     teacher_resolution: int = 128
     resize_small: int = 160  # eval pp: resize_small(resize_small)|central_crop(resolution)
+    # The student's starting weights (`funmatch distill --init`): a funmatch `.keras` file of the student's
+    # architecture, classes and resolution ("": the seed's initialisation). Optimizer state and step start fresh.
+    student_init: str = ""
     # Distillation.
     mode: str = "function_matching"
     temperature: float = 1.0

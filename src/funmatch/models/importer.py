@@ -280,3 +280,43 @@ def init_model_file(init: str, num_classes: int, workdir) -> str:
         keras.utils.set_random_seed(0)  # a new head's initialisation is a function of the seed
         save_atomic(import_model(init, num_classes=int(num_classes)), out)
     return out
+
+
+def _same_architecture(a: str, b: str) -> bool:
+    """Registry names of one architecture: equal, or one keras-hub preset with or without its weights
+    (`hub:SOURCE` and `hub_random:SOURCE`)."""
+    parsed = [hub.parse_name(name) for name in (a, b)]
+    if parsed[0] is not None and parsed[1] is not None:
+        return parsed[0][0] == parsed[1][0]
+    return a == b
+
+
+def warm_start(model, path, *, flag: str = "--init") -> None:
+    """Copies the weights of the funmatch model file `path` (`init_model_file`'s `.keras` result) into `model`.
+
+    The file must be a model of `model`'s kind: the same architecture (contract `arch`), class count and input
+    resolution, and weights of the same shapes; anything else is one FunmatchError line naming `flag`. Only
+    weights are copied: the caller's optimizer state and step count are its own.
+    """
+    from funmatch.models.classifier import Classifier, contract, load
+
+    if not str(path).endswith(".keras"):
+        raise FunmatchError(f"{flag} {path}: a student starts from a funmatch .keras file (a student.keras of "
+                            "funmatch labels or distill, or funmatch models import output) or a keras-hub preset")
+    init = load(path)
+    if not isinstance(init, Classifier):
+        raise FunmatchError(f"{flag} {path}: carries no funmatch preprocessing contract; import it first "
+                            f"(funmatch models import {path} --preprocessing ... --out init.keras)")
+    want, have = contract(model), contract(init)
+    if not _same_architecture(str(want["arch"]), str(have["arch"])):
+        raise FunmatchError(f"{flag} {path}: the model is a {have['arch']}, the student a {want['arch']}; start "
+                            f"from a {want['arch']} file or set student={have['arch']}")
+    for key, what in (("num_classes", "classes"), ("resolution", "px input resolution")):
+        if int(want[key]) != int(have[key]):
+            raise FunmatchError(f"{flag} {path}: the model has {have[key]} {what}, the student {want[key]}; "
+                                f"start from a file made for this student and data")
+    shapes = [tuple(w.shape) for w in model.weights]
+    if shapes != [tuple(w.shape) for w in init.weights]:
+        raise FunmatchError(f"{flag} {path}: its {have['arch']} has other weights than the student's "
+                            f"({len(init.weights)} arrays vs {len(shapes)}; other model options)")
+    model.set_weights(init.get_weights())

@@ -12,6 +12,12 @@ With stored targets (`targets=DIR`, written by `funmatch targets`) the step runs
 pipeline regenerates each stored view at the student's resolution and pairs it with its stored target
 (`funmatch.distill.targets`). `fixed_teacher` keeps its one target per example in such a store as well:
 the given one, or its own in the workdir.
+
+A warm start (`init=FILE`, the recipe's `student_init`, `funmatch distill --init`) starts the student from the
+weights of a funmatch `.keras` file of the same architecture, classes and resolution (a label-trained
+student, an imported or pretrained one); optimizer state and step count start fresh. config.json records the
+file and its SHA-256; a resume continues from its checkpoint and never reads the file's weights again, and a
+resume with another file is refused.
 """
 
 from __future__ import annotations
@@ -80,6 +86,32 @@ def run_config(config: Config, data_dir, teacher_path) -> dict[str, Any]:
     return out
 
 
+def _check_init(config: Config, workdir: pathlib.Path) -> dict[str, str]:
+    """The run-config record of the recipe's warm start (`student_init`): its resolved path and SHA-256; {}
+    without one. A workdir holding progress from another start is refused here, in words naming --init."""
+    from funmatch.training.checkpoints import run_progress
+
+    record = {}
+    if config.student_init:
+        path = pathlib.Path(config.student_init)
+        if not path.is_file():
+            raise FunmatchError(f"--init {path}: no such file")
+        record = {"student_init": str(path.resolve()), "student_init_sha256": file_sha256(path)}
+    config_path = workdir / "config.json"
+    if config_path.is_file() and any(run_progress(workdir)):
+        try:
+            previous = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return record  # prepare_workdir names the damaged file
+        if previous.get("student_init_sha256") != record.get("student_init_sha256"):
+            started = (f"{previous.get('student_init')} (sha256 {str(previous['student_init_sha256'])[:12]})"
+                       if previous.get("student_init_sha256") else "the seed's initialisation (no --init)")
+            given = f"--init {config.student_init}" if record else "no --init"
+            raise FunmatchError(f"{given}: workdir {workdir} resumes a run started from {started}; resume with its "
+                                "--init, or use a new --workdir")
+    return record
+
+
 def _load_teacher(path, num_classes: int):
     from funmatch import models
 
@@ -143,9 +175,12 @@ def distill(
     *,
     mode: str | None = None,
     targets: os.PathLike | None = None,
+    init: os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Distill the teacher at `teacher_path` into the recipe's student; returns the final metrics.
+
+    `init`: the student's starting weights (a funmatch `.keras` file; overrides the recipe's `student_init`).
 
     `targets`: a store of the teacher's targets (`funmatch targets`) made for this teacher, data and
     recipe; the step then runs no teacher, and metrics.json says `"targets": "stored"`.
@@ -157,7 +192,7 @@ def distill(
     from funmatch.distill import Distiller
     from funmatch.evaluation.metrics import fidelity_metrics
     from funmatch.optim import make_optimizer
-    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir
+    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir, run_progress
     from funmatch.training.loop import epoch_tensorboard, fit_resumable
 
     started = time.time()
@@ -167,6 +202,8 @@ def distill(
         if mode not in MODES:
             raise FunmatchError(f"--mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         config = dataclasses.replace(config, mode=mode)
+    if init is not None:
+        config = dataclasses.replace(config, student_init=str(init))
     card = tfrecords.load_card(data_dir)
     tfrecords.check_splits(card, data_dir, (config.train_split, config.val_split, config.test_split))
     num_train = int(card["splits"][config.train_split]["num_examples"])
@@ -181,6 +218,8 @@ def distill(
         stored_card = stored_targets.check_for_run(targets, config, teacher_path=teacher_path, data_dir=data_dir,
                                                    num_classes=num_classes)
     stored = targets is not None or config.mode == "fixed_teacher"
+    init_record = _check_init(config, workdir)  # {"student_init": path, "student_init_sha256": ...}, or {}
+    warm = bool(init_record) and not any(run_progress(workdir))  # a resume restores its checkpoint instead
 
     # --- Build: every model inside the distribution scope (several devices), then the workdir. ---
     with runtime.distribution_scope():
@@ -188,6 +227,10 @@ def distill(
         teacher.trainable = False
         keras.utils.set_random_seed(config.seed)  # the student's initialisation is a function of the seed
         student = models.create(config.student, num_classes=num_classes, resolution=config.student_resolution)
+        if warm:
+            from funmatch.models.importer import warm_start
+
+            warm_start(student, init_record["student_init"])
         runtime.apply_precision(student)  # float32 variables, loss and optimizer state in every precision
         # Stored targets: the Distiller's fixed_teacher step (targets in the batch, views arrive mixed).
         distiller = Distiller(None if stored else teacher, student, mode="fixed_teacher" if stored else config.mode,
@@ -198,7 +241,7 @@ def distill(
                                    clip_norm=config.clip_norm)
         distiller.compile(optimizer=optimizer)
         optimizer.build(student.trainable_variables)
-    run = run_config(config, data_dir, teacher_path)
+    run = {**run_config(config, data_dir, teacher_path), **init_record}
     if targets is not None:
         run["targets_dir"] = str(pathlib.Path(targets).resolve())
     resumed = prepare_workdir(workdir, run)

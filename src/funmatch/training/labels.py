@@ -351,6 +351,9 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
     config = config.with_dataset_size(num_train)
     arch = config.student if model == "student" else model
     models.family(arch)  # an unknown name is a FunmatchError naming close ones, before any work
+    if config.student_init:  # never ignored silently: this reference trains from the seed's initialisation
+        raise FunmatchError(f"config key 'student_init' ({config.student_init}): a warm start is funmatch distill's "
+                            "(--init); funmatch labels trains its model from the seed")
     if mixup_p < 0:
         raise FunmatchError(f"--mixup must be >= 0, got {mixup_p}")
     from funmatch import runtime

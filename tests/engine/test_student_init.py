@@ -1,0 +1,120 @@
+"""`funmatch distill --init`: the student's warm start from a funmatch `.keras` file (the recipe's `student_init`)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from funmatch.errors import FunmatchError
+
+SMOKE = "eurosat:smoke=true,student=tiny_cnn_w8,eval_max_examples=8"
+
+
+def _student_file(path, *, arch="tiny_cnn_w8", classes=4, resolution=48, seed=1):
+    """A student file with weights no seed's initialisation gives (every weight drawn, the zero head too)."""
+    from funmatch import models
+
+    model = models.create(arch, num_classes=classes, resolution=resolution)
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    model.save(path)
+    return path
+
+
+def _weights(path):
+    from funmatch import models
+
+    return models.load(path).get_weights()
+
+
+def _record_start(monkeypatch):
+    """The student's weights as `fit_resumable` receives it: before the first update (and before a resume's restore)."""
+    from funmatch.training import loop as module  # distill() imports it from there at each call
+
+    seen = []
+    real = module.fit_resumable
+
+    def fit(model, *args, **kwargs):
+        seen.append([np.array(w) for w in model.student.get_weights()])
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(module, "fit_resumable", fit)
+    return seen
+
+
+def test_the_first_step_starts_from_the_init_and_a_resume_from_its_checkpoint(engine_data, engine_teacher, tmp_path,
+                                                                               monkeypatch):
+    from funmatch.evaluation.cache import file_sha256
+    from funmatch.models import importer
+    from funmatch.training.distill import distill
+
+    init = _student_file(tmp_path / "init.keras")
+    config = SMOKE + ",total_steps=2,checkpoint_every=1,eval_every=1000"
+    straight = tmp_path / "straight"
+    seen = _record_start(monkeypatch)
+    distill(config, engine_data, engine_teacher, straight, init=init, progress=False)
+    for start, expected in zip(seen[0], _weights(init), strict=True):  # before the first update
+        np.testing.assert_array_equal(start, expected)
+    run = json.loads((straight / "config.json").read_text())
+    assert run["student_init"] == str(init.resolve()) and run["student_init_sha256"] == file_sha256(init)
+    # The same run stopped after its first checkpoint (what a kill leaves), then resumed with the same --init.
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed, ignore=shutil.ignore_patterns(".lock*"))
+    shutil.rmtree(killed / "checkpoints" / "ckpt-000000002")
+    (killed / "metrics.json").unlink()
+    (killed / "student.keras").unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resume applied --init again")
+
+    monkeypatch.setattr(importer, "warm_start", refuse)
+    distill(config, engine_data, engine_teacher, killed, init=init, progress=False)
+    for a, b in zip(_weights(straight / "student.keras"), _weights(killed / "student.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    other = _student_file(tmp_path / "other.keras", seed=2)
+    with pytest.raises(FunmatchError, match=r"^--init .*other\.keras: workdir .*killed resumes a run started from "
+                                            r".*init\.keras \(sha256 [0-9a-f]{12}\); resume with its --init"):
+        distill(config, engine_data, engine_teacher, killed, init=other, progress=False)
+    with pytest.raises(FunmatchError, match=r"^no --init: workdir .* resumes a run started from .*init\.keras"):
+        distill(config, engine_data, engine_teacher, killed, progress=False)
+
+
+def test_an_init_that_does_not_fit_the_student_is_one_line_naming_the_flag(engine_data, engine_teacher, tmp_path):
+    from funmatch.training.distill import distill
+
+    npz = tmp_path / "bit.npz"
+    np.savez(npz, x=np.zeros(1))
+    cases = [
+        (_student_file(tmp_path / "w16.keras", arch="tiny_cnn_w16"), "the model is a tiny_cnn_w16, the student a tiny_cnn_w8"),
+        (_student_file(tmp_path / "five.keras", classes=5), "the model has 5 classes, the student 4"),
+        (_student_file(tmp_path / "px32.keras", resolution=32), "the model has 32 px input resolution, the student 48"),
+        (npz, "a student starts from a funmatch .keras file"),
+        (tmp_path / "missing.keras", "no such file"),
+    ]
+    workdir = tmp_path / "never"
+    for init, message in cases:
+        with pytest.raises(FunmatchError) as info:
+            distill(SMOKE, engine_data, engine_teacher, workdir, init=init, progress=False)
+        text = str(info.value)
+        assert text.startswith(f"--init {init}") and message in text and "\n" not in text, text
+        assert not workdir.exists()
+    from funmatch.training.labels import train_labels
+
+    with pytest.raises(FunmatchError, match=r"^config key 'student_init' \(.*w16\.keras\): a warm start is funmatch distill's"):
+        train_labels(SMOKE + f",student_init={tmp_path / 'w16.keras'}", engine_data, workdir, progress=False)
+    assert not workdir.exists()
+
+
+def test_the_command_line_flag_reaches_the_run(engine_data, engine_teacher, tmp_path, capsys):
+    from funmatch.cli import main
+
+    init = _student_file(tmp_path / "five.keras", classes=5)
+    code = main(["distill", "--config", SMOKE, "--data", str(engine_data), "--teacher", str(engine_teacher),
+                 "--workdir", str(tmp_path / "run"), "--init", str(init), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"funmatch distill: error: --init {init}: the model has 5 classes, the data has 4; import it "
+                   "with a new head (funmatch models import SOURCE --num-classes 4)"]
