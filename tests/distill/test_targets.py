@@ -618,3 +618,124 @@ def test_the_record_pair_shuffle_is_bounded_in_bytes(store, data, caplog):
                           shuffle_max_bytes=int(10.5 * per_pair))
     assert any("shuffle: 10 record pairs" in r.getMessage() for r in caplog.records)
     assert sorted(np.concatenate([b["index"] for b in batches]).tolist()) == list(range(48))
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-batch mixup stores: the run's own batches, one coefficient per batch, batch neighbours as partners
+
+
+@pytest.fixture(scope="module")
+def batch_store(data, teacher, tmp_path_factory):
+    """9 stored batches of 8 (48 examples: a pass is 6 batches; units of 6 and 3 steps)."""
+    from funmatch.distill import targets
+
+    out = tmp_path_factory.mktemp("batch_store") / "store"
+    card = targets.generate(teacher, data, out, views=1, batch_size=16, seed=5, progress=False, mixup="per_batch",
+                            batch=8, steps=9)
+    return out, card
+
+
+def _records_by_index(data):
+    import tensorflow as tf
+
+    from funmatch.distill import targets
+
+    paths, _ = targets.record_files(data, "train")
+    return [targets._parse(r) for r in tf.data.TFRecordDataset(paths)]
+
+
+def test_a_per_batch_store_holds_the_teacher_on_the_regenerated_batches(batch_store, data, teacher):
+    from funmatch import models
+    from funmatch.distill import targets
+
+    store_dir, card = batch_store
+    assert card["mixup"] == "per_batch" and card["batches"] == {"size": 8, "steps": 9, "steps_per_unit": 6, "units": 2,
+                                                                "shuffle_buffer": 48}
+    assert card["bytes_total"] == 9 * 8 * card["bytes_per_target"]
+    model = models.load(teacher)
+    batches = list(targets.train_dataset(store_dir, data, 8, resolution=64, seed=1).as_numpy_iterator())
+    assert len(batches) == 9  # the stream ends with the store
+    stored = np.concatenate([np.load(store_dir / "batches" / f"steps-0000{u}.npy") for u in (0, 1)])
+    for step, batch in enumerate(batches):
+        recomputed = targets.log_softmax(np.asarray(model.predict_on_batch(batch["image"])))
+        np.testing.assert_allclose(batch["teacher_logits"], recomputed, rtol=2e-3, atol=2e-3)
+        np.testing.assert_array_equal(batch["teacher_logits"], stored[8 * step: 8 * step + 8].astype(np.float32))
+    # Composition: a pass is a permutation of the split (6 batches), then the next pass, with new crops.
+    indices = np.concatenate([b["index"] for b in batches])
+    assert sorted(indices[:48].tolist()) == list(range(48))
+    assert np.concatenate([b["view"] for b in batches]).tolist() == [0] * 48 + [1] * 24
+
+
+def test_one_coefficient_per_batch_and_the_batch_neighbour_as_partner(batch_store, data):
+    import tensorflow as tf
+
+    from funmatch.distill import targets
+
+    store_dir, card = batch_store
+    records = _records_by_index(data)
+    maker = targets.ViewMaker(card, 32)
+    coefficients = []
+    for step, batch in enumerate(targets.train_dataset(store_dir, data, 8, resolution=32).take(7).as_numpy_iterator()):
+        own = np.stack([tf.cast(maker.image(records[i], tf.constant(i, tf.int64), tf.constant(v, tf.int64)), tf.float32)
+                        for i, v in zip(batch["index"], batch["view"])])
+        a = float(targets.batch_coefficient(5, 1.0, step))
+        np.testing.assert_allclose(batch["image"], a * own + (1 - a) * np.roll(own, 1, axis=0), atol=1e-6)
+        coefficients.append(a)
+    assert all(0.5 <= a <= 1 for a in coefficients) and len(set(coefficients)) == 7
+
+
+def test_a_per_batch_store_resumes_mid_store_and_splits_batches_over_processes(batch_store, data):
+    store_dir, _ = batch_store
+    straight = _stream(store_dir, data, 9, resolution=32)
+    resumed = _stream(store_dir, data, 5, resolution=32, start_step=4)  # across the unit boundary at step 6
+    assert len(resumed) == 5
+    for a, b in zip(straight[4:], resumed):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    # Two processes take rows 0-3 and 4-7 of every batch (row 4's partner, row 3, made by process 1 too).
+    shares = [_stream(store_dir, data, 3, resolution=32, batch_size=4, process_index=p, process_count=2, start_step=2)
+              for p in range(2)]
+    for whole, first, second in zip(straight[2:5], *shares):
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]))
+
+
+def test_per_batch_generation_resumes_and_a_run_keeps_the_stores_batches(batch_store, data, teacher, tmp_path):
+    from funmatch.distill import targets
+
+    store_dir, card = batch_store
+    copy = tmp_path / "store"
+    shutil.copytree(store_dir, copy)
+    (copy / "batches" / "steps-00001.npy").unlink()  # a kill before the last unit
+    targets.generate(teacher, data, copy, views=1, batch_size=16, seed=5, progress=False, mixup="per_batch",
+                     batch=8, steps=9)
+    assert (copy / "batches" / "steps-00001.npy").read_bytes() == (store_dir / "batches" / "steps-00001.npy").read_bytes()
+    with pytest.raises(FunmatchError, match="holds targets made with other settings \\(batches\\)"):
+        targets.generate(teacher, data, copy, views=1, batch_size=16, seed=5, progress=False, mixup="per_batch",
+                         batch=8, steps=10)
+    with pytest.raises(FunmatchError, match=r"^--targets .*: holds per-batch mixup for batches of 8, the run's "
+                                            r"batch_size is 4; set batch_size=8"):
+        _stream(store_dir, data, 1, resolution=32, batch_size=4)
+    with pytest.raises(FunmatchError, match=r"holds 9 steps of per-batch mixup; a run cannot start at step 9"):
+        _stream(store_dir, data, 1, resolution=32, start_step=9)
+
+
+def test_distill_on_a_per_batch_store_and_its_refusals(data, teacher, tmp_path, capsys):
+    from funmatch.cli import main
+    from funmatch.training.distill import distill
+
+    out = tmp_path / "store"
+    assert main(["targets", "--teacher", str(teacher), "--data", str(data), "--config", SMOKE, "--mixup", "per-batch",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "3 batches of 8 (per-batch mixup)" in capsys.readouterr().out
+    metrics = distill(SMOKE, data, teacher, tmp_path / "run", targets=out, progress=False)
+    assert metrics["targets"] == "stored" and metrics["targets_mixup"] == "per_batch" and metrics["step"] == 3
+    with pytest.raises(FunmatchError, match=r"^--targets .*: holds 3 steps of per-batch mixup, the run needs 4; "):
+        distill(SMOKE + ",total_steps=4", data, teacher, tmp_path / "a", targets=out, progress=False)
+    with pytest.raises(FunmatchError, match=r"^--targets .*: holds per-batch mixup for batches of 8, the run's "
+                                            r"batch_size is 4"):
+        distill(SMOKE + ",batch_size=4", data, teacher, tmp_path / "b", targets=out, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(["targets", "--teacher", str(teacher), "--data", str(data), "--config", SMOKE, "--mixup", "per-batch",
+                 "--views", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "--views: a per-batch store holds the recipe's steps x batch_size batches" in capsys.readouterr().err

@@ -27,6 +27,11 @@ later student and trial; a smaller K (the long Flowers102 schedule's 1 M epochs,
 through the stored views, one new view per pass until all K were used (`benchmarks/targets_fidelity.sh`
 measures how small K may be).
 
+`--mixup per-batch` stores the paper's mixup instead: the recipe's `steps` batches of `batch_size`, fixed by
+(seed, step), one coefficient per batch and each image mixed with its batch neighbour (no --views; the store
+holds steps x batch_size targets). A run on it keeps that batch size and at most those steps; what is the same
+as online function matching and what is not: `funmatch.distill.targets.batches`.
+
 The teacher runs at the recipe's `teacher_resolution` (its weights at that size when its own differs), the
 resolution `distill --targets` with the same recipe runs it at. Top-k stores hold the teacher at
 temperature 1 only: a run at another temperature refuses them (store every class with `--top-k C`).
@@ -48,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a folder written by `funmatch prepare`")
     parser.add_argument("--config", required=True,
                         help="RECIPE[:key=value,...]: the views (crop, mixup p), seed, split and teacher resolution")
-    parser.add_argument("--views", type=int, required=True, help="K: stored views per training image (fixed_teacher: 1)")
+    parser.add_argument("--views", type=int, default=None,
+                        help="K: stored views per training image (fixed_teacher: 1); not with --mixup per-batch")
     parser.add_argument("--out", required=True, help="the store; re-running the same command continues it")
     parser.add_argument("--mode", choices=STORED_MODES, default=None,
                         help="the views to store (default: the recipe's mode): mixed (function_matching), unmixed "
@@ -56,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None,
                         help="store the k largest log-probabilities (default: all classes up to 128, else 10)")
     parser.add_argument("--batch-size", type=int, default=None, help="teacher batch (default: the recipe's eval batch)")
+    parser.add_argument("--mixup", choices=("per-example", "per-batch"), default="per-example",
+                        help="per-example (default): K views, each example with its own coefficient and partner; "
+                             "per-batch: the recipe's steps x batch_size batches as a run will see them, one "
+                             "coefficient per batch, partners the batch neighbours (the paper's mixup); a run on "
+                             "the store keeps that batch size and at most those steps")
     runtime.add_launch_arguments(parser)
     add_unlabeled_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,7 +77,12 @@ def main(args: argparse.Namespace) -> int:
     check_data_dir(args.data)
     check_file("--teacher", args.teacher)
     check_place("--out", args.out, {"--data": args.data, "--teacher": args.teacher})
-    if args.views < 1:
+    if args.mixup == "per-batch" and args.views is not None:
+        raise FunmatchError("--views: a per-batch store holds the recipe's steps x batch_size batches, not K views "
+                            "per image; leave --views out")
+    if args.mixup == "per-example" and args.views is None:
+        raise FunmatchError("--views is required (K stored views per training image)")
+    if args.views is not None and args.views < 1:
         raise FunmatchError(f"--views must be >= 1, got {args.views}")
     runtime.check_launch_arguments(args)
     runtime.launch(args, verbose=not args.no_progress)  # backend, processes, precision: before any compute
@@ -74,9 +90,9 @@ def main(args: argparse.Namespace) -> int:
     from funmatch.training.targets import generate_for_config  # the library (and Keras) after the checks
 
     data, config = with_unlabeled(args, args.config)
-    card = generate_for_config(get_config(config), args.teacher, data, args.out, views=args.views,
+    card = generate_for_config(get_config(config), args.teacher, data, args.out, views=args.views or 1,
                                mode=args.mode, top_k=args.top_k, batch_size=args.batch_size,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, mixup=args.mixup.replace("-", "_"))
     n = card["data"]["num_examples"]
     if not runtime.is_writer():  # several processes: all of them finished (generate_for_config waits); 0 reports
         return 0
@@ -85,7 +101,10 @@ def main(args: argparse.Namespace) -> int:
               "every process has finished")
         return 0
     storage = "full float16" if card["storage"] == "full" else f"top-{card['top_k']}"
-    print(f"funmatch targets: {card['mode']}, {card['views']} view(s) × {n:,} images, teacher at "
+    batches = card.get("batches")
+    what = (f"{batches['steps']:,} batches of {batches['size']} (per-batch mixup)" if batches
+            else f"{card['views']} view(s) × {n:,} images")
+    print(f"funmatch targets: {card['mode']}, {what}, teacher at "
           f"{card['teacher']['resolution']} px (the recipe's teacher_resolution) ({storage}, "
           f"{card['bytes_per_target']} B per view, {card['bytes_total'] / 2**20:,.1f} MiB) in {args.out}; "
           f"generation {card['generation_seconds']:,.0f} s")

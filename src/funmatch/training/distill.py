@@ -334,6 +334,8 @@ def distill(
              "train_seconds": loop["train_seconds"], "train_cpu_seconds": loop["train_cpu_seconds"],
              "stopped_by": loop["stopped_by"], "targets": "stored" if stored_card is not None else "online",
              **teacher_metrics}
+    if stored_card is not None and config.mode == "function_matching":  # how the stored views were mixed
+        final["targets_mixup"] = stored_card.get("mixup", "per_example")
     if config.eval_max_examples:  # periodic evaluation ran on subsets: evaluate both models on the full splits
         teacher_full = _teacher_eval(workdir / "final_eval", teacher, dataclasses.replace(config, eval_max_examples=0),
                                      data_dir, eval_splits, teacher_key)

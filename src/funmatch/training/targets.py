@@ -6,6 +6,10 @@ of a store against a distillation run (the store itself: `funmatch.distill.targe
     fixed_teacher      one target per example from the teacher's eval view (the student's own view is drawn
                        afresh at every pass, as the mode defines it)
     independent        does not fit: its teacher view is drawn independently of the student's at every step
+
+function_matching stores mix per example by default; `mixup="per_batch"` stores the run's own batches instead
+(one coefficient per batch, batch neighbours as partners: `funmatch.distill.targets.batches`), for the
+recipe's global batch and steps, which a run on the store must keep.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ def check_mode(mode: str) -> None:
 
 
 def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, views: int, mode: str | None = None,
-                        top_k: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """`funmatch.distill.targets.generate` with the recipe's views, seed, split and mixup p."""
+                        top_k: int | None = None, batch_size: int | None = None, progress: bool = True,
+                        mixup: str = "per_example") -> dict[str, Any]:
+    """`funmatch.distill.targets.generate` with the recipe's views, seed, split and mixup p; `mixup="per_batch"`:
+    the recipe's `steps` batches of `batch_size` (and its shuffle buffer), `views` 1."""
     from funmatch import runtime
     from funmatch.distill import targets as store
 
@@ -49,7 +55,9 @@ def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, view
             teacher_path, data_dir, out_dir, views=views, mode=mode, view_template=teacher_view(config, mode),
             mixup_p=config.mixup_p if mode == "function_matching" else 0.0, seed=config.seed, split=config.train_split,
             top_k=top_k, batch_size=batch_size or config.eval_batch_size, progress=progress,
-            resolution=config.teacher_resolution,
+            resolution=config.teacher_resolution, mixup=mixup,
+            **(dict(batch=config.batch_size, steps=config.steps, shuffle_buffer=config.shuffle_buffer or None)
+               if mixup == "per_batch" else {}),
         )
     if runtime.process_info()[1] > 1:  # every unit is written: the last process to finish completed the card
         runtime.barrier("funmatch targets")
@@ -67,6 +75,9 @@ def check_for_run(targets_dir, config: Config, *, teacher_path, data_dir, num_cl
     if not pathlib.Path(teacher_path).is_file():
         raise FunmatchError(f"--teacher {teacher_path}: no such file")
     card = store.load_card(targets_dir)
+    from funmatch.distill.targets.batches import check_batches_for_run
+
+    check_batches_for_run(card, targets_dir, batch_size=config.batch_size, steps=config.steps)  # per-batch stores
     store.check_card(card, teacher_path=teacher_path, data_dir=data_dir, num_classes=num_classes, mode=config.mode,
                      view_template=teacher_view(config, config.mode), teacher_resolution=config.teacher_resolution,
                      mixup_p=config.mixup_p, split=config.train_split, targets_dir=targets_dir,
@@ -84,6 +95,9 @@ def fits(targets_dir, config: Config) -> bool:
         return False
     card = store.load_card(targets_dir)
     if card["mode"] != config.mode or not store.store_serves_temperature(card, config.temperature):
+        return False
+    batches = card.get("batches")  # a per-batch store serves its own batch size, up to its steps
+    if batches and (config.batch_size != batches["size"] or config.steps > batches["steps"]):
         return False
     if config.mode == "fixed_teacher":
         return True

@@ -68,12 +68,17 @@ image is decoded once for the whole run and every pass's views are cut from memo
 every image once for all of its K views and partners the same way (the pass's view cache,
 `generate(view_cache_max_bytes=...)`, is off by default there, as the teacher's forward pass dominates).
 
+Per-batch mixup (`generate(mixup="per_batch")`, `funmatch targets --mixup per-batch`) stores the batches
+of a run instead: one coefficient per batch and the batch neighbour as partner, as online function
+matching mixes; `batches` says how, and what is the same as online and what is not.
+
 The code: `store` (the card, its checks, the rows, the record files), `views` (`ViewMaker`, partners and
-coefficients, the view cache, generation's views), `decoded` (the decoded-image cache), `generation`
-(`generate`) and `stream` (`train_dataset`);
+coefficients, the view cache, generation's views), `decoded` (the decoded-image cache), `batches` (per-batch
+mixup stores), `generation` (`generate`) and `stream` (`train_dataset`);
 everything public is re-exported here.
 """
 
+from funmatch.distill.targets.batches import MIXUP_MODES, batch_coefficient, batch_views
 from funmatch.distill.targets.generation import generate
 from funmatch.distill.targets.store import (
     CARD_NAME,
@@ -126,10 +131,13 @@ __all__ = [
     "FORMAT_1",
     "FORMATS",
     "FULL_MAX_CLASSES",
+    "MIXUP_MODES",
     "MODES",
     "REST_FLOOR",
     "STORED_TEMPERATURE",
     "ViewMaker",
+    "batch_coefficient",
+    "batch_views",
     "card_digest",
     "check_card",
     "identity_problems",

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from funmatch.distill.targets import batches as per_batch
 from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_views_dataset
 from funmatch.distill.targets.store import (
-    _STATIC_KEYS,
     CARD_NAME,
     DEFAULT_TOP_K,
     MODES,
@@ -22,10 +22,12 @@ from funmatch.distill.targets.store import (
     _static_card,
     encode_rows,
     record_files,
+    static_keys,
     storage_kind,
     unit_path,
     view_spec,
 )
+from funmatch.distill.targets.stream import shuffle_buffer_plan
 from funmatch.distill.targets.views import _log_plan, _view_runs, view_cache_plan, views_dataset
 from funmatch.errors import FunmatchError
 
@@ -60,6 +62,10 @@ def generate(
     view_cache_max_bytes: int | None = None,
     decoded_cache_max_bytes: int | None = None,
     resolution: int | None = None,
+    mixup: str = "per_example",
+    batch: int | None = None,
+    steps: int | None = None,
+    shuffle_buffer: int | None = None,
 ) -> dict[str, Any]:
     """Compute the teacher's targets on every (example, view) of `split` into `out_dir`; returns the card.
 
@@ -87,6 +93,13 @@ def generate(
       decoded_cache_max_bytes: the cap of the decoded images kept in memory (default 1 GiB; 0: off;
         format-2 views only; see `decoded.decoded_cache_plan`): every image is then decoded once for all of
         its K views and as every partner, instead of twice per view. Logged; the same bits either way.
+      mixup: "per_example" (K views per example, a coefficient and a partner each: the module docstring) or
+        "per_batch" (`funmatch.distill.targets.batches`: the `steps` batches of `batch` examples a run will
+        see, one coefficient per batch, partners the batch neighbours; `views` must be 1). function_matching
+        only.
+      batch, steps: per_batch: the run's global batch and number of steps.
+      shuffle_buffer: per_batch: records in the shuffle that orders each pass (default: the split, at most
+        50,000 and 1 GiB of records, as training's).
     """
     import keras
 
@@ -102,6 +115,11 @@ def generate(
         raise FunmatchError("--views: fixed_teacher stores one target per example (--views 1)")
     if mode == "fixed_teacher" and not view_template:
         raise FunmatchError("fixed_teacher targets need the teacher's fixed view (an eval pp spec)")
+    if mixup not in per_batch.MIXUP_MODES:
+        raise FunmatchError(f"--mixup: one of {', '.join(per_batch.MIXUP_MODES)}, got {mixup!r}")
+    if mixup == "per_batch" and (mode != "function_matching" or views != 1 or not batch or not steps):
+        raise FunmatchError("per-batch mixup: stores the function_matching batches of a run (one view set, the "
+                            f"run's batch and steps); got mode {mode!r}, views {views}, batch {batch}, steps {steps}")
     if top_k is not None and top_k < 1:
         raise FunmatchError(f"--top-k must be >= 1, got {top_k}")
     if not pathlib.Path(teacher_path).is_file():
@@ -128,19 +146,27 @@ def generate(
               "file_sizes": [int(s) for s in sizes], "file_starts": starts}
     if mode == "function_matching" and mixup_p > 0 and layout["num_examples"] < 2:
         raise FunmatchError(f"--data {data_dir}: mixup needs at least 2 examples in {split!r}")
+    batches = None
+    if mixup == "per_batch":
+        from funmatch.data.pipeline import MAX_DEFAULT_SHUFFLE_BUFFER
+
+        requested = shuffle_buffer or min(layout["num_examples"], MAX_DEFAULT_SHUFFLE_BUFFER)
+        buffer = shuffle_buffer_plan(paths, layout["num_examples"], requested, 0)["buffer"]
+        batches = per_batch.batches_layout(int(batch), int(steps), layout["num_examples"], buffer)
     card = _static_card(mode=mode, teacher_path=teacher_path, teacher_contract=contract, data_dir=data_dir, split=split,
                         data_layout=layout, template=template, mixup_p=mixup_p, seed=seed, views=views, top_k=top_k,
-                        kind=kind, num_classes=num_classes, resolution=resolution)
+                        kind=kind, num_classes=num_classes, resolution=resolution, batches=batches)
     out_dir = pathlib.Path(out_dir)
     card_path = out_dir / CARD_NAME
     if card_path.exists():
         previous = json.loads(card_path.read_text())
-        previous_static = {k: previous.get(k) for k in _STATIC_KEYS}
-        current_static = json.loads(json.dumps({k: card[k] for k in _STATIC_KEYS}))
+        keys = tuple(dict.fromkeys(static_keys(previous) + static_keys(card)))
+        previous_static = {k: previous.get(k) for k in keys}
+        current_static = json.loads(json.dumps({k: card.get(k) for k in keys}))
         for part in ("teacher", "data"):  # paths may differ (another machine); hashes may not
             previous_static[part] = {k: v for k, v in (previous_static[part] or {}).items() if k != "path"}
             current_static[part] = {k: v for k, v in current_static[part].items() if k != "path"}
-        differing = [k for k in _STATIC_KEYS if previous_static[k] != current_static[k]]
+        differing = [k for k in keys if previous_static[k] != current_static[k]]
         if differing:
             raise FunmatchError(f"--out {out_dir} holds targets made with other settings ({', '.join(differing)}); "
                                 "use a new --out, or re-run with the same arguments to continue")
@@ -150,9 +176,16 @@ def generate(
 
     if process_index is None or process_count is None:
         process_index, process_count = runtime.process_info()
-    units = [(v, f) for v in range(views) for f in range(len(paths))]
+    if batches:  # per-batch mixup: unit u holds steps u·U .. u·U + U - 1, rows in batch order
+        units: list = list(range(batches["units"]))
+        path_of = lambda unit: per_batch.batch_unit_path(out_dir, unit)  # noqa: E731
+        images_of = lambda unit: per_batch.unit_steps(card, unit)[1] * batches["size"]  # noqa: E731
+    else:  # one view of one record file each
+        units = [(v, f) for v in range(views) for f in range(len(paths))]
+        path_of = lambda unit: unit_path(out_dir, card, *unit)  # noqa: E731
+        images_of = lambda unit: sizes[unit[1]]  # noqa: E731
     mine = [u for k, u in enumerate(units) if k % process_count == process_index]
-    todo = [u for u in mine if not unit_path(out_dir, card, *u).exists()]
+    todo = [u for u in mine if not path_of(u).exists()]
     devices = runtime.replica_count() if keras.backend.backend() == "jax" else 1
     batch_size = max(devices, batch_size - batch_size % devices)
     timing_path = out_dir / f"timing-p{process_index:04d}.json"
@@ -162,14 +195,33 @@ def generate(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(sizes[f] for _, f in mine), initial=sum(sizes[f] for _, f in mine) - sum(sizes[f] for _, f in todo),
+        bar = tqdm(total=sum(map(images_of, mine)), initial=sum(map(images_of, mine)) - sum(map(images_of, todo)),
                    desc=f"targets ({mode}, K={views})", unit="img", dynamic_ncols=True, mininterval=1.0)
     resolution = int(card["teacher"]["resolution"])
     unit_started, cpu_started = time.perf_counter(), time.process_time()
     pending: list[np.ndarray] = []  # logits of the current unit so far
     pending_count = 0
     remaining = list(todo)
-    if todo:
+
+    def write_timing():
+        _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started,
+                                         "cpu_seconds": cpu_before + time.process_time() - cpu_started})
+
+    if todo and batches:
+        def predict(images):
+            real = int(images.shape[0])
+            if real < batch_size:  # pad to a full batch: every device gets an equal share
+                images = np.pad(images, [[0, batch_size - real], [0, 0], [0, 0], [0, 0]])
+            logits = keras.ops.convert_to_numpy(teacher.predict_on_batch(_shard(images)))[:real]
+            return encode_rows(logits, kind, top_k or 0)  # rows held, not logits: a unit is about a pass
+
+        def write(unit, rows):
+            _atomic_write_bytes(path_of(unit), lambda f: np.save(f, rows))
+            write_timing()
+
+        per_batch.generate_units(card, data_dir, todo, batch_size=batch_size, predict=predict, write=write,
+                                 on_batch=None if bar is None else bar.update)
+    elif todo:
         runs = _view_runs(todo)
         plan = view_cache_plan(card, resolution, examples_needed=sum(sizes[f] for _, f in todo) // len(runs),
                                max_bytes=view_cache_max_bytes or 0)
@@ -197,12 +249,11 @@ def generate(
                 rows = encode_rows(logits[: sizes[file_index]], kind, top_k or 0)
                 logits = logits[sizes[file_index]:]
                 _atomic_write_bytes(unit_path(out_dir, card, view, file_index), lambda f, rows=rows: np.save(f, rows))
-                _atomic_write_json(timing_path, {"seconds": seconds_before + time.perf_counter() - unit_started,
-                                                 "cpu_seconds": cpu_before + time.process_time() - cpu_started})
+                write_timing()
             pending, pending_count = [logits], len(logits)
     if bar is not None:
         bar.close()
-    done = all(unit_path(out_dir, card, *u).exists() for u in units)
+    done = all(path_of(u).exists() for u in units)
     if done:
         records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("timing-p*.json"))]
         timings = [r["seconds"] for r in records]

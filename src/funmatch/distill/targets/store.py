@@ -292,10 +292,13 @@ def partner_shifts(seed: int, num_views: int, num_examples: int) -> list[int]:
 
 
 def _static_card(*, mode, teacher_path, teacher_contract, data_dir, split, data_layout, template, mixup_p, seed,
-                 views, top_k, kind, num_classes, resolution: int | None = None) -> dict[str, Any]:
-    """The card of a new store (its digest included); `resolution`: the teacher's input (default its own)."""
+                 views, top_k, kind, num_classes, resolution: int | None = None,
+                 batches: dict | None = None) -> dict[str, Any]:
+    """The card of a new store (its digest included); `resolution`: the teacher's input (default its own);
+    `batches`: a per-batch mixup store's layout (`batches.batches_layout`), rows in batch order."""
     row = row_dtype(kind, num_classes, top_k or 0)
     n = data_layout["num_examples"]
+    stored = int(batches["size"]) * int(batches["steps"]) if batches else n * int(views)
     own = int(teacher_contract["resolution"])
     card = {
         "format": FORMAT,
@@ -314,23 +317,32 @@ def _static_card(*, mode, teacher_path, teacher_contract, data_dir, split, data_
         "values": "log_softmax(teacher logits) at temperature 1, float16",
         "rest_rule": None if kind == "full" else
         "1 - sum(exp(top-k values)) spread uniformly over the other classes (floored at 1e-8)",
-        "partner_shifts": partner_shifts(seed, views, n) if mode == "function_matching" and mixup_p > 0 else [0] * views,
+        "partner_shifts": partner_shifts(seed, views, n) if mode == "function_matching" and mixup_p > 0 and not batches
+        else [0] * views,
         "bytes_per_target": int(row.itemsize),
         "bytes_per_view": int(row.itemsize) * n,
-        "bytes_total": int(row.itemsize) * n * int(views),
+        "bytes_total": int(row.itemsize) * stored,
     }
+    if batches:  # per-batch mixup: the partners are batch neighbours; the card says which batches are stored
+        card.update(mixup="per_batch", batches=dict(batches))
     return {**card, "digest": card_digest(card)}
 
 
 _STATIC_KEYS = ("format", "mode", "teacher", "data", "view_spec", "mixup_p", "seed", "views", "storage", "top_k",
                 "num_classes", "partner_shifts")
+_BATCH_KEYS = ("mixup", "batches")  # defining fields of per-batch stores only (earlier cards' digests stand)
+
+
+def static_keys(card: dict) -> tuple[str, ...]:
+    """The keys that define `card`'s views and rows."""
+    return _STATIC_KEYS + tuple(k for k in _BATCH_KEYS if k in card)
 
 
 def defining_fields(card: dict) -> dict[str, Any]:
     """The fields that define the stored views and rows, flat ("seed", "teacher.sha256", "data.file_sizes",
     ...); paths are left out (a store may move to another machine; the hashes may not change)."""
     fields: dict[str, Any] = {}
-    for key in _STATIC_KEYS:
+    for key in static_keys(card):
         value = card.get(key)
         if isinstance(value, dict):
             fields.update({f"{key}.{sub}": v for sub, v in value.items() if sub != "path"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from funmatch.distill.targets.batches import batch_rows, batch_unit_path, batch_views, check_batches_for_run, unit_steps
 from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_images, one_pass_from_decoded
 from funmatch.distill.targets.store import _npy_header_bytes, _tf_topk_to_log_probs, load_card, row_dtype, unit_path
 from funmatch.distill.targets.views import (
@@ -44,6 +45,25 @@ def float16_bits_to_float32(bits):
     small = tf.cast(mantissa, tf.float32) * (2.0 ** -24)
     small = tf.where(tf.equal(sign, 0), small, -small)
     return tf.where(tf.equal(exponent, 0), small, normal)
+
+
+def decode_target_rows(batch: dict, card: dict) -> dict:
+    """`batch` with its raw "target_row" strings replaced by "teacher_logits" float32 [B, C]
+    (log-probabilities; a top-k row's rest of the mass spread by the store's rule)."""
+    import tensorflow as tf
+
+    num_classes = int(card["num_classes"])
+    rows = batch.pop("target_row")
+    if card["storage"] == "full":
+        logits = tf.reshape(float16_bits_to_float32(tf.io.decode_raw(rows, tf.uint16)), [-1, num_classes])
+    else:
+        k = int(card["top_k"])
+        index_part = tf.reshape(tf.io.decode_raw(tf.strings.substr(rows, 0, 2 * k), tf.uint16), [-1, k])
+        value_part = tf.reshape(float16_bits_to_float32(tf.io.decode_raw(tf.strings.substr(rows, 2 * k, 2 * k),
+                                                                         tf.uint16)), [-1, k])
+        logits = _tf_topk_to_log_probs(tf.cast(index_part, tf.int32), value_part, num_classes)
+    return {**batch, "teacher_logits": logits}
+
 
 def view_of_epoch(seed: int, num_views: int, epoch):
     """The view read in pass `epoch`: σ_c(epoch mod K), σ_c a seeded permutation per cycle c = epoch // K."""
@@ -146,6 +166,9 @@ def train_dataset(
     buffer = shuffle_buffer or min(local_count, pipeline.MAX_DEFAULT_SHUFFLE_BUFFER)
     num_views, num_classes = int(card["views"]), int(card["num_classes"])
     row = row_dtype(card["storage"], num_classes, card["top_k"] or 0)
+    if card.get("batches"):  # per-batch mixup: the store's own batches, in their order
+        return _per_batch_stream(card, targets_dir, data_dir, batch_size, resolution=resolution, start_step=start_step,
+                                 process_index=process_index, process_count=process_count, row_bytes=row.itemsize)
     pair_buffer = shuffle_buffer_plan(paths, total, buffer, row.itemsize, max_bytes=shuffle_max_bytes)
     unit_files = [[str(unit_path(targets_dir, card, v, f)) for f in range(len(paths))] for v in range(num_views)]
     headers = [[_npy_header_bytes(p) for p in files] for files in unit_files]
@@ -193,16 +216,7 @@ def train_dataset(
         return {"image": image, "target_row": target_row, "label": record["label"], "index": index, "view": view}
 
     def decode_targets(batch):
-        rows = batch.pop("target_row")
-        if card["storage"] == "full":
-            logits = tf.reshape(float16_bits_to_float32(tf.io.decode_raw(rows, tf.uint16)), [-1, num_classes])
-        else:
-            k = int(card["top_k"])
-            index_part = tf.reshape(tf.io.decode_raw(tf.strings.substr(rows, 0, 2 * k), tf.uint16), [-1, k])
-            value_part = tf.reshape(float16_bits_to_float32(tf.io.decode_raw(tf.strings.substr(rows, 2 * k, 2 * k),
-                                                                             tf.uint16)), [-1, k])
-            logits = _tf_topk_to_log_probs(tf.cast(index_part, tf.int32), value_part, num_classes)
-        return {**batch, "teacher_logits": logits}
+        return decode_target_rows(batch, card)
 
     start_position = start_step * batch_size
     start_epoch, start_offset = divmod(start_position, local_count)
@@ -258,4 +272,40 @@ def train_dataset(
     stream = stream.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     stream = stream.batch(batch_size, drop_remainder=True)
     stream = stream.map(decode_targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return stream.prefetch(tf.data.AUTOTUNE).with_options(pipeline._options())  # noqa: SLF001
+
+
+def _per_batch_stream(card: dict, targets_dir, data_dir, batch_size: int, *, resolution: int, start_step: int,
+                      process_index: int, process_count: int, row_bytes: int):
+    """`train_dataset` of a per-batch store (`funmatch.distill.targets.batches`): this process's rows of the
+    stored batches from `start_step` to the last stored step (the stream ends there)."""
+    import tensorflow as tf
+
+    from funmatch.data import pipeline
+
+    layout = card["batches"]
+    check_batches_for_run(card, targets_dir, batch_size=batch_size * process_count)
+    if start_step >= int(layout["steps"]):
+        raise FunmatchError(f"--targets {targets_dir}: holds {layout['steps']} steps of per-batch mixup; a run cannot "
+                            f"start at step {start_step}")
+    headers = []
+    for unit in range(int(layout["units"])):
+        path = batch_unit_path(targets_dir, unit)
+        if not path.is_file():
+            raise FunmatchError(f"{path}: missing (a damaged store)")
+        header = _npy_header_bytes(path)
+        expected = header + row_bytes * unit_steps(card, unit)[1] * int(layout["size"])
+        if os.path.getsize(path) != expected:
+            raise FunmatchError(f"{path}: {os.path.getsize(path)} bytes, expected {expected} (a damaged store)")
+        headers.append(header)
+    steps = int(layout["steps"]) - start_step
+    rows = (process_index * batch_size, (process_index + 1) * batch_size)
+    views = batch_views(card, data_dir, resolution, start_step=start_step, steps=steps, rows=rows)
+    targets = batch_rows(card, targets_dir, row_bytes, headers, start_step=start_step, steps=steps, rows=rows)
+
+    def pair(batch, target_rows):
+        batch = {k: v for k, v in batch.items() if k != "step"}
+        return decode_target_rows({**batch, "target_row": target_rows}, card)
+
+    stream = tf.data.Dataset.zip(views, targets).map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return stream.prefetch(tf.data.AUTOTUNE).with_options(pipeline._options())  # noqa: SLF001
