@@ -4,6 +4,12 @@
 #
 #     benchmarks/targets_fidelity.sh [OUT_DIR]        # default /tmp/funmatch_targets_fidelity
 #     VIEWS="4 16 64" STEPS=4800 CONFIG=eurosat benchmarks/targets_fidelity.sh
+#     VIEWS="16" PER_BATCH=1 SEEDS="0 1" benchmarks/targets_fidelity.sh   # + per-batch mixup stores, 2 seeds
+#
+# PER_BATCH=1 adds a per-batch mixup store per seed (`funmatch targets --mixup per-batch`: the run's own
+# steps x 128 batches, one coefficient per batch, batch neighbours as partners, as online function matching
+# mixes) and its run. SEEDS (default "0"): the online and per-batch runs (and their stores) are repeated for
+# each seed; the per-example K stores are made for the first seed only.
 #
 # Data: the shared EuroSAT RGB (27,000 images; validation carved from train, 5 %), prepared once. Teacher: the
 # shipped EuroSAT teacher (bit_r26x0.25, served at the resolution of its contract, 112 px). Student: the recipe's (tiny_cnn at 64 px). Every run uses the
@@ -16,6 +22,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${1:-/tmp/funmatch_targets_fidelity}
 VIEWS=${VIEWS:-"4 16 64"}
+SEEDS=${SEEDS:-0}
+PER_BATCH=${PER_BATCH:-0}
 CONFIG=${CONFIG:-eurosat}
 SHARED=${FUNMATCH_SHARED_DATA:-../shared/data}
 TEACHER=src/funmatch/assets/teachers/eurosat_teacher.keras
@@ -31,20 +39,39 @@ if [[ ! -f "$OUT/data/dataset.json" ]]; then
   funmatch prepare "folder:$SHARED/eurosat_rgb" --val-fraction 0.05 --out "$OUT/data"
 fi
 
-echo "== online function matching"
-funmatch distill --config "$CONFIG" --data "$OUT/data" --teacher "$TEACHER" --workdir "$OUT/runs/online" --no-progress
+FIRST_SEED=${SEEDS%% *}
+for SEED in $SEEDS; do
+  SUFFIX=$([[ "$SEED" == "$FIRST_SEED" ]] && echo "" || echo "_s$SEED")
+  RUN_CONFIG="$CONFIG,seed=$SEED"
+  echo "== online function matching, seed $SEED"
+  funmatch distill --config "$RUN_CONFIG" --data "$OUT/data" --teacher "$TEACHER" --workdir "$OUT/runs/online$SUFFIX" \
+    --no-progress
+  if [[ "$PER_BATCH" == 1 ]]; then
+    echo "== stored targets, per-batch mixup, seed $SEED"
+    funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$RUN_CONFIG" --mixup per-batch \
+      --out "$OUT/targets_batch$SUFFIX"
+    funmatch distill --config "$RUN_CONFIG" --data "$OUT/data" --teacher "$TEACHER" --targets "$OUT/targets_batch$SUFFIX" \
+      --workdir "$OUT/runs/stored_batch$SUFFIX" --no-progress
+  fi
+done
 for K in $VIEWS; do
   echo "== stored targets, K=$K"
-  funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$CONFIG" --views "$K" --out "$OUT/targets_K$K"
-  funmatch distill --config "$CONFIG" --data "$OUT/data" --teacher "$TEACHER" --targets "$OUT/targets_K$K" \
-    --workdir "$OUT/runs/stored_K$K" --no-progress
+  funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$CONFIG,seed=$FIRST_SEED" --views "$K" \
+    --out "$OUT/targets_K$K"
+  funmatch distill --config "$CONFIG,seed=$FIRST_SEED" --data "$OUT/data" --teacher "$TEACHER" \
+    --targets "$OUT/targets_K$K" --workdir "$OUT/runs/stored_K$K" --no-progress
 done
 
-"$PYTHON" - "$OUT" $VIEWS <<'EOF'
+"$PYTHON" - "$OUT" "$SEEDS" "$PER_BATCH" $VIEWS <<'EOF'
 import json, pathlib, sys
 
-out, views = pathlib.Path(sys.argv[1]), sys.argv[2:]
-rows = [("online", out / "runs" / "online", None)]
+out, seeds, per_batch, views = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4:]
+rows = []
+for i, seed in enumerate(seeds):
+    suffix = "" if i == 0 else f"_s{seed}"
+    rows.append((f"online s{seed}", out / "runs" / f"online{suffix}", None))
+    if per_batch:
+        rows.append((f"per-batch s{seed}", out / "runs" / f"stored_batch{suffix}", out / f"targets_batch{suffix}"))
 rows += [(f"stored K={k}", out / "runs" / f"stored_K{k}", out / f"targets_K{k}") for k in views]
 print(f"\n{'targets':14} {'steps':>6} {'test acc':>9} {'agreement':>10} {'test KL':>8} {'train s':>8} {'teacher s':>10} {'store MB':>9}")
 for name, run, store in rows:
