@@ -140,9 +140,13 @@ def train_dataset(
         ImageNet's ~110 KB records that is ~4,900 pairs (about 1 GiB) where 250,000 pairs would hold
         ~55 GB; EuroSAT's whole split (27,000 pairs of ~3 KB) fits under it. Logged when it binds.
 
+    A per-batch mixup store (its card's `batches`; `funmatch.distill.targets.batches`) gives its own batches:
+    `batch_size` x processes must be its batch, the order, crops and coefficients are the store's (`seed`,
+    `shuffle_buffer` and the caches do not apply), and the stream ends after the last stored step.
+
     Returns:
       tf.data.Dataset of dicts: "image" float32 [B, R, R, 3], "teacher_logits" float32 [B, C]
-      (log-probabilities), "label" int64 [B], "index" int64 [B], "view" int64 [B].
+      (log-probabilities), "label" int64 [B], "index" int64 [B], "view" int64 [B] (a per-batch store: the pass).
     """
     import tensorflow as tf
 
