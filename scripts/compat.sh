@@ -39,7 +39,7 @@ ROWS=(
   "kaggle-tpu|3.12|tensorflow-cpu==2.20.0 jax[cpu]==0.7.2 jaxlib==0.7.2"
   "kaggle-gpu|3.11|tensorflow-cpu==2.20.* protobuf==5.29.5 jax[cpu]==0.5.3 jaxlib==0.5.3"
   "newest|3.13|tensorflow-cpu jax[cpu] keras"
-  "oldest|3.11|tensorflow-cpu==2.18.0 jax[cpu]==0.4.30 jaxlib==0.4.30 keras==3.15.0 tensorflow-datasets==4.9.0 keras-tuner==1.4.7 matplotlib==3.8.0 numpy==1.26.0 pillow==10.0.0 tqdm==4.66.0 tensorboard==2.18.0 scikit-learn==1.3.0"
+  "oldest|3.11|tensorflow-cpu==2.18.0 jax[cpu]==0.4.30 jaxlib==0.4.30 keras==3.15.0 tensorflow-datasets==4.9.0 keras-tuner==1.4.7 matplotlib==3.9.0 numpy==1.26.0 pillow==10.0.0 tqdm==4.66.0 tensorboard==2.18.0 scikit-learn==1.3.0"
 )
 
 find_python() {  # find_python 3.12: an interpreter of that version, or nothing
