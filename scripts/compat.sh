@@ -6,12 +6,15 @@
 # editable from this tree, so a fix is tried without a rebuild. A second run reuses an environment whose
 # pins are unchanged. Rows run one after another; per row:
 #   tests  the tests marked `both_backends` (the notebooks' smoke runs among them) on JAX
-#   demo   `funmatch demo --quick` on JAX, its wall and process CPU seconds
-# and a table closes the run. The rows (keep README's "Compatibility" table in step):
+#   demo   `funmatch demo --quick` on JAX: wall and CPU seconds, peak RSS
+# and a Markdown table of the rows (with the date and the load average) closes the run. The rows (keep
+# README's "Compatibility" table in step):
 #   kaggle-tpu  Kaggle's TPU image: Python 3.12, tensorflow-cpu 2.20.0, jax 0.7.2 (CPU jaxlib here instead
 #               of libtpu 0.0.17), keras as pip resolves it
-#   kaggle-gpu  Kaggle's GPU image (Colab's): TensorFlow 2.20 (tensorflow-cpu here), protobuf 5.29.5 (the
-#               image forces it), jax 0.5.3 (CPU build here)
+#   kaggle-gpu  Kaggle's GPU image (Colab's GPU runtime, as googlecolab/backend-info's pip-freeze.gpu.txt
+#               lists it in 2026): Python 3.12, TensorFlow 2.20 (tensorflow-cpu here), protobuf 5.29.5 (the
+#               image forces it), jax 0.7.2 (CPU build here instead of CUDA 12), numpy 2.0.2
+#   jax-0.5     jax 0.5.3 (the 0.5 series Colab's runtime had in 2025) with TensorFlow 2.20, on Python 3.11
 #   newest      the newest releases on the registry of everything, with the newest Python found here
 #   oldest      the lowest version of every requirement pyproject.toml accepts, on its lowest Python
 # A row's Python comes from PATH or pyenv; a row whose Python is missing says so and is not run.
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
     --rows) rows_wanted=$2; shift 2 ;;
     --build-only) build_only=1; shift ;;
     --no-demo) demo=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compat.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,9 +40,10 @@ done
 # name|python|pip requirements (space-separated; funmatch's extras are added)
 ROWS=(
   "kaggle-tpu|3.12|tensorflow-cpu==2.20.0 jax[cpu]==0.7.2 jaxlib==0.7.2"
-  "kaggle-gpu|3.11|tensorflow-cpu==2.20.* protobuf==5.29.5 jax[cpu]==0.5.3 jaxlib==0.5.3"
+  "kaggle-gpu|3.12|tensorflow-cpu==2.20.0 protobuf==5.29.5 jax[cpu]==0.7.2 jaxlib==0.7.2 numpy==2.0.2"
+  "jax-0.5|3.11|tensorflow-cpu==2.20.* protobuf==5.29.5 jax[cpu]==0.5.3 jaxlib==0.5.3"
   "newest|3.13|tensorflow-cpu jax[cpu] keras"
-  "oldest|3.11|tensorflow-cpu==2.18.0 jax[cpu]==0.4.30 jaxlib==0.4.30 keras==3.15.0 tensorflow-datasets==4.9.0 keras-tuner==1.4.7 matplotlib==3.8.0 numpy==1.26.0 pillow==10.0.0 tqdm==4.66.0 tensorboard==2.18.0 scikit-learn==1.3.0"
+  "oldest|3.11|tensorflow-cpu==2.18.0 jax[cpu]==0.4.30 jaxlib==0.4.30 keras==3.15.0 tensorflow-datasets==4.9.0 keras-tuner==1.4.7 matplotlib==3.9.0 numpy==1.26.0 pillow==10.0.0 tqdm==4.66.0 tensorboard==2.18.0 scikit-learn==1.3.0"
 )
 
 find_python() {  # find_python 3.12: an interpreter of that version, or nothing
@@ -133,7 +137,7 @@ start = time.monotonic()
 subprocess.run([sys.executable, "-m", "funmatch.cli", "demo", "--quick", "--out", sys.argv[1] + "/demo"], check=True)
 wall = time.monotonic() - start
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(f"DEMO wall {wall:.0f} s, CPU {usage.ru_utime + usage.ru_stime:.0f} s")
+print(f"DEMO wall {wall:.0f} s, CPU {usage.ru_utime + usage.ru_stime:.0f} s, peak RSS {usage.ru_maxrss / 2**20:.1f} GiB")
 EOF
     then timing=$(grep -E "^DEMO" "$root/$name.demo.log" | sed 's/^DEMO //')
     else timing="failed, see $root/$name.demo.log"
@@ -145,10 +149,13 @@ EOF
 done
 [ "$build_only" = 1 ] && exit 0
 
+# The table, in Markdown (README's "Compatibility" table takes its rows from it).
 echo
-echo "load: $(uptime | sed 's/.*load average: //') on $(nproc) cores, $(date -u +%Y-%m-%d)"
-printf '%-11s | %-70s | %-28s | %s\n' row versions "tests (both_backends, JAX)" "demo --quick (JAX)"
+echo "$(date -u +%Y-%m-%d), load average $(uptime | sed 's/.*load average: //') on $(nproc) cores:"
+echo
+echo "| row | versions | tests (both_backends, JAX) | demo --quick (JAX) |"
+echo "|---|---|---|---|"
 for line in "${table[@]}"; do
   IFS='|' read -r name pins tests timing <<<"$line"
-  printf '%-11s | %-70s | %-28s | %s\n' "$name" "$pins" "$tests" "$timing"
+  echo "| $name | $pins | $tests | $timing |"
 done

@@ -144,3 +144,13 @@ def test_the_union_streams_through_bucket_files(small, tmp_path, monkeypatch):
     expected += [f.read_bytes() for f in sorted(UNLABELED_IMAGES.iterdir())[:9]]
     assert sorted(r["image"] for r in records) == sorted(expected)
     assert not list((tmp_path / "a").glob(".bucket-*"))
+
+
+def test_bit_counts_counts_the_set_bits_of_every_uint64():
+    from funmatch.data.unlabeled import bit_counts
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.integers(0, 2**63, 200, dtype=np.uint64) * np.uint64(2) + np.uint64(1),
+                             np.array([0, 1, 2**63, 2**64 - 1, 0xF0F0], dtype=np.uint64)])
+    assert bit_counts(values).tolist() == [bin(int(v)).count("1") for v in values]
+    assert bit_counts(values[:0]).tolist() == []

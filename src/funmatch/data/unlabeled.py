@@ -62,6 +62,13 @@ _DCT = np.sqrt(2 / _THUMB) * np.cos(np.pi * (2 * _K[None, :] + 1) * _K[:, None] 
 _DCT[0] /= np.sqrt(2)
 
 
+def bit_counts(values: np.ndarray) -> np.ndarray:
+    """The number of set bits of each uint64 in `values` (numpy 2's `np.bitwise_count`, which numpy
+    1.26 lacks)."""
+    octets = np.ascontiguousarray(values, dtype=np.uint64).view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(octets, axis=1).sum(axis=1, dtype=np.int64)
+
+
 def image_signature(encoded: bytes) -> tuple[int, np.ndarray]:
     """(64-bit perceptual hash, 8 x 8 grayscale thumbnail as float32 [64]) of an encoded image.
 
@@ -123,7 +130,7 @@ class _Judged:
         if not found:
             return None
         candidates = np.unique(np.concatenate(found))
-        close = candidates[np.bitwise_count(self.hashes[candidates] ^ np.uint64(value)) <= HASH_DISTANCE]
+        close = candidates[bit_counts(self.hashes[candidates] ^ np.uint64(value)) <= HASH_DISTANCE]
         if len(close):
             rmse = np.sqrt(((self.thumbnails[close] - thumbnail) ** 2).mean(axis=1))
             if rmse.min() <= THUMBNAIL_RMSE:
