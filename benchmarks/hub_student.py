@@ -52,7 +52,10 @@ def children_cpu() -> float:
 
 def distill(values: dict, store: pathlib.Path, teacher: pathlib.Path, workdir: pathlib.Path) -> dict:
     """One `funmatch distill --targets` in a child process; its metrics.json, with the child's CPU seconds,
-    wall seconds and the load averages before and after."""
+    wall seconds and the load averages before and after (kept beside the run: a re-run reports the first)."""
+    timing = workdir.with_name(workdir.name + "_timing.json")  # the first, complete run's clocks and load
+    if (workdir / "metrics.json").exists() and timing.exists():
+        return {**json.loads((workdir / "metrics.json").read_text()), **json.loads(timing.read_text())}
     command = [sys.executable, "-m", "funmatch.cli", "distill", "--config", config_string(values),
                "--data", str(store / "data_unlabeled"), "--teacher", str(teacher), "--targets", str(store / "targets"),
                "--workdir", str(workdir), "--no-progress"]
@@ -61,9 +64,10 @@ def distill(values: dict, store: pathlib.Path, teacher: pathlib.Path, workdir: p
     if done.returncode != 0:
         sys.exit(f"hub_student: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
     metrics = json.loads((workdir / "metrics.json").read_text())
-    metrics.update(process_cpu_seconds=children_cpu() - cpu, process_seconds=time.perf_counter() - wall,
-                   load_before=load_before, load_after=os.getloadavg())
-    return metrics
+    clocks = dict(process_cpu_seconds=children_cpu() - cpu, process_seconds=time.perf_counter() - wall,
+                  load_before=load_before, load_after=os.getloadavg())
+    timing.write_text(json.dumps(clocks))
+    return {**metrics, **clocks}
 
 
 def records(workdir: pathlib.Path) -> list[dict]:
