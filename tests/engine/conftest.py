@@ -32,3 +32,12 @@ def engine_data(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def engine_teacher(tmp_path_factory) -> pathlib.Path:
     return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher.keras")
+
+
+@pytest.fixture(scope="session")
+def hub_student(tmp_path_factory) -> str:
+    """`hub:PRESET`, a student from a keras-hub preset: the tiny MobileNet of tests/hub_presets.py (random
+    weights, saved locally; its own [0, 1] contract)."""
+    from hub_presets import build_presets
+
+    return "hub:" + str(build_presets(tmp_path_factory.mktemp("hub_presets"), names=("mobilenet",))["mobilenet"])

@@ -14,7 +14,7 @@ def images():
 
 @pytest.fixture(scope="session")
 def hub_presets(tmp_path_factory):
-    """Small keras-hub presets from random initialisations (`hub_presets.build_presets`), once per session."""
+    """Small keras-hub presets from random initialisations (tests/hub_presets.py), once per session."""
     from hub_presets import build_presets
 
     return build_presets(tmp_path_factory.mktemp("hub_presets"))

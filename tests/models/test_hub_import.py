@@ -1,5 +1,7 @@
 """`funmatch models import`: each source kind round-trips with the source's own logits; the contract of a
-keras-hub preset is its image converter's, and the pixels each model receives are keras-hub's own."""
+keras-hub preset is its image converter's, and the pixels each model receives are keras-hub's own.
+The preset and .keras round trips run on JAX as well; a SavedModel teacher is TensorFlow-only (the tests make
+one with TensorFlow)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ def _run(capsys, *argv):
     return code, captured.out + captured.err
 
 
+@pytest.mark.both_backends
 def test_preset_import_gives_keras_hubs_own_logits_and_converter_contract(hub_presets, tmp_path, capsys):
     import keras_hub
 
@@ -56,6 +59,7 @@ def _eval_view(path, resolution):
     return np.asarray(example["image"], np.float32)[None]
 
 
+@pytest.mark.both_backends
 def test_teacher_and_student_receive_keras_hubs_own_pixels_at_their_own_resolutions(hub_presets):
     """One EuroSAT tile (64 px): the teacher (64 px, mean/std) and the student (32 px, [0, 1]) each get the
     window in their own preprocessing, as keras-hub's own preprocessor gives it for the same image."""
@@ -122,6 +126,7 @@ def _small_functional(outputs="logits"):
     return keras.Model(inputs, keras.layers.Dense(5, activation="softmax" if outputs == "softmax" else None)(x))
 
 
+@pytest.mark.both_backends
 def test_keras_file_import_round_trip(tmp_path, capsys):
     from funmatch import models
 
