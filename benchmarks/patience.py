@@ -154,6 +154,11 @@ def plot(rows: list[dict], path: pathlib.Path) -> pathlib.Path:
         axes[0].axhline(teacher, color="black", linestyle=":", label=f"teacher: {teacher:.1f} %")
     for axis, what in zip(axes, ("test accuracy", "top-1 agreement with the teacher (test)")):
         axis.set_xscale("log", base=2)
+        fm = [[r["function_matching"]["cpu_seconds"] / 60 for r in rows if r["budget"] == b]
+              for b in sorted({r["budget"] for r in rows})]
+        axis.set_xticks([sum(x) / len(x) for x in fm], [f"{sum(x) / len(x):.0f}\n({b:g}×)" for x, b in
+                                                       zip(fm, sorted({r["budget"] for r in rows}))])
+        axis.minorticks_off()
         axis.set_xlabel("CPU minutes of the process (function matching: targets' generation + training)")
         axis.set_ylabel(f"{what} (%)")
         axis.set_title(what.capitalize() + " against CPU time")
