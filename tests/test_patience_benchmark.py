@@ -53,3 +53,25 @@ def test_budgets_must_be_positive_numbers(patience):
     for bad in ("", "1,x", "0,1"):
         with pytest.raises(SystemExit, match="--budgets"):
             patience._budgets(bad)
+
+
+def test_points_without_the_subset_reference_are_tabled_and_drawn(tmp_path, patience):
+    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 360.0)
+    summary_path = patience.point_dir(tmp_path, 1, 0) / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    del summary["labels_subset"]  # --references all: labels on every image only
+    summary_path.write_text(json.dumps(summary))
+    rows = patience.write_results(tmp_path)
+    assert "labels_subset" not in rows[0]
+    assert "| 1× | 0 | 6.0 | 85.0 / 86.0 % | 88.0 / 89.0 % | not run | -3.0 | 3.0 |" in patience.table(rows)
+    assert (tmp_path / "patience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_demo_quotes_the_published_crossover(patience):
+    """The demo's summary line names the crossover and the budgets of the committed patience results."""
+    from funmatch.commands import demo
+
+    published = json.loads((SCRIPT.parent / "results" / "patience.json").read_text())
+    assert published["rows"], "no published patience points"
+    assert demo.MEASURED_BUDGETS == tuple(sorted({float(r["budget"]) for r in published["rows"]}))
+    assert demo.CROSSOVER == patience.crossover(published["rows"]) == published["crossover"]
