@@ -66,3 +66,20 @@ def test_two_process_distill_resumes_after_sigkill_of_one_process(engine_data, e
 
     weights = models.load(workdir / "student.keras").get_weights()
     assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+@pytest.mark.slow
+def test_two_process_distill_of_a_hub_student_writes_its_file(engine_data, engine_teacher, hub_student, tmp_path):
+    """A keras-hub student (a task compiled by keras-hub) on 2 processes: process 0 alone saves
+    `student.keras` and both processes end (saving must not wait on a collective process 1 never joins)."""
+    config = f"eurosat:smoke=true,student={hub_student},total_steps=2,checkpoint_every=2,eval_every=1000"
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "funmatch.cli", "distill", "--config", config, "--data", str(engine_data),
+               "--teacher", str(engine_teacher), "--workdir", str(workdir), "--no-progress"]
+    wait_all(launch(command, 2, port=free_port(), log_dir=tmp_path), tmp_path, timeout=600)
+    assert json.loads((workdir / "metrics.json").read_text())["step"] == 2
+    assert not list(workdir.glob(".student.tmp-*"))
+    from funmatch import models
+
+    weights = models.load(workdir / "student.keras").get_weights()
+    assert weights and all(np.all(np.isfinite(w)) for w in weights)

@@ -93,15 +93,23 @@ def atomic_save_keras(model, path: os.PathLike, *, eval_crop_fraction: float | N
 
     `eval_crop_fraction`: the evaluation view the run scored the model at (R / resize_small); a funmatch
     `Classifier` carries it in the file, and `funmatch evaluate` uses it by default.
+
+    Only process 0 saves, outside the run's global distribution (`runtime.local_only`): saving may create
+    Keras variables (e.g. Keras builds a throwaway optimizer to walk a compiled model's one, as keras-hub
+    tasks are), and under a multi-process distribution creating a variable is a collective that would wait
+    forever for the other processes, which do not save.
     """
     if not _is_first_process():
         return
+    from funmatch import runtime
+
     path = pathlib.Path(path)
     if eval_crop_fraction is not None and hasattr(model, "eval_crop_fraction"):
         model.eval_crop_fraction = float(eval_crop_fraction)
     tmp = path.with_name(f".{path.stem}.tmp-{temporary_tag()}.keras")
     try:
-        model.save(tmp)
+        with runtime.local_only():
+            model.save(tmp)
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
