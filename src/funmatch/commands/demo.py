@@ -322,9 +322,9 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     unknown = sorted(set(references) - set(REFERENCES))
     if unknown or not references:
         raise FunmatchError(f"references: choose among {', '.join(REFERENCES)}, got {', '.join(references) or 'none'}")
-    counts = {name: _train_size(data) for name, data in {"labels_subset": data_dir, "labels_all": all_dir}.items()}
-    label_runs = {name: data for name, data in {"labels_subset": data_dir, "labels_all": all_dir}.items()
-                  if name in references}
+    label_data = {"labels_subset": data_dir, "labels_all": all_dir}
+    counts = {name: _train_size(data) for name, data in label_data.items()}
+    label_runs = {name: data for name, data in label_data.items() if name in references}
     say(f"funmatch demo: 4/6 the same student on labels, for the same CPU time ({fm_cpu / 60:.1f} min) each: on the "
         f"{counts['labels_subset']:,} labelled images, and on all {counts['labels_all']:,} images with their labels")
     workdirs = {"function_matching": distill_dir}
