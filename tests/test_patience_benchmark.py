@@ -1,22 +1,20 @@
 """benchmarks/patience.py: done points are skipped, and the table, crossover and figure come from the points'
 own summaries."""
 
-import importlib.util
 import json
 import pathlib
 import sys
 
 import pytest
 
+from benchmark_scripts import load_script
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "patience.py"
 
 
 @pytest.fixture(scope="module")
 def patience():
-    spec = importlib.util.spec_from_file_location("patience_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("patience.py", "patience_benchmark")
 
 
 def _point(out, patience, budget, seed, fm, everything, subset, cpu):

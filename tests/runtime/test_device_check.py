@@ -1,20 +1,15 @@
 """benchmarks/accelerator.py, the device check: ready to run, and honest where there is no accelerator."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "accelerator.py"
+from benchmark_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("device_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("accelerator.py", "device_check")
 
 
 def test_the_peak_of_each_chip_kind(check):
