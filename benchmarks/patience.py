@@ -2,6 +2,8 @@
 1×, 2×, 4×, 8× and 16× the demo's CPU budget, on the EuroSAT images embedded in the package.
 
     taskset -c 0 python benchmarks/patience.py --out runs/patience --budgets 1,4 --seeds 2
+    taskset -c 0 python benchmarks/patience.py --out runs/patience --budgets 1,4 --seeds 2 --refill
+    taskset -c 1 python benchmarks/patience.py --out runs/patience --budgets 1,4 --seeds 2 --warm-start
     python benchmarks/patience.py --out runs/patience --plot-only     # table + figure from what is done
 
 Each point (budget b, seed s) is one `funmatch demo --steps b·3000 --seed s` in its own workdir
@@ -14,6 +16,13 @@ buy less work on a busy machine (threads contend and spin): pin the job to a cor
 share `OUT/store/` (the prepared data and the stored targets): the targets are generated once, and their
 generation's CPU time is counted on every point's function-matching side. Each point measures its own
 label-step cost, under the load of its own time.
+
+`--refill` runs labels on every image again where a point's label run stopped at its planned steps with
+under 95 % of function matching's CPU time used (its 30-step calibration was taken under another load): sized
+by the step cost that first run measured over all its steps. The table's "share" column is the label run's
+CPU time as a fraction of function matching's. `--warm-start` adds a fourth side beside each done point:
+labels on every image for half of function matching's training CPU time, then function matching from the
+stored targets with `--init` that student for the rest (targets + both phases: the same CPU time).
 
 Resumable: a point with a `summary.json` is skipped; an interrupted one resumes from its checkpoints (the
 demo's steps are resumable). Each point records the machine, its load average before and after, and its
@@ -35,8 +44,9 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METHODS = {"function_matching": "function matching", "labels_all": "labels, every image",
-           "labels_subset": "labels, labelled subset"}
+           "labels_subset": "labels, labelled subset", "warm_start": "labels, then function matching (--init)"}
 REFERENCES = ("labels_subset", "labels_all")
+WARM_FRACTION = 0.5  # the warm start's share of the function-matching side's training CPU spent on labels
 
 
 def _budgets(text: str) -> list[float]:
@@ -82,6 +92,127 @@ def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str
     (workdir / "point.json").write_text(json.dumps(meta, indent=2))
 
 
+def warm_steps(train_cpu: float, steps: int, label_cpu: float, every: int) -> int:
+    """The warm start's distillation steps: the training CPU time the label phase left, at the point's own
+    CPU cost per distillation step, in whole checkpoint intervals (at least one), so that its schedule runs to
+    its end (the CPU budget stays the hard stop)."""
+    return max(every, int((train_cpu - label_cpu) / (train_cpu / steps) / every + 1e-9) * every)
+
+
+def run_warm_start(out: pathlib.Path, budget: float, seed: int, fraction: float = WARM_FRACTION) -> dict:
+    """The warm start, beside a done point: the same student on every image's labels for `fraction` of the
+    function-matching side's training CPU, then function matching from the stored targets with `--init` that
+    student, for the CPU time left (a hard stop). Its side counts the targets' generation, the label phase and
+    the distillation: the same CPU time as the point's function matching. Written to `POINT/warm_start/` and
+    `POINT/warm_start.json`; resumable like the point (each phase resumes from its checkpoints)."""
+    import dataclasses
+
+    from funmatch.commands import demo
+    from funmatch.evaluation import evaluate_models
+    from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.training.distill import distill
+
+    point = point_dir(out, budget, seed)
+    summary = json.loads((point / "summary.json").read_text())
+    fm = summary["function_matching"]
+    teacher_path = pathlib.Path(summary["teacher"]["path"])
+    steps = max(1, round(budget * demo.DEMO["total_steps"]))
+    config = demo.demo_config(False, steps)
+    store = out / "store"  # prepared by the point (`demo._prepare`): its datasets, as they are
+    data_dir, fm_dir, all_dir = store / "data", store / "data_unlabeled", store / "data_all_labels"
+    config = dataclasses.replace(config, seed=seed, teacher_resolution=demo._resolution(teacher_path))
+    targets_cpu = float(fm["targets_cpu_seconds"])
+    train_cpu = float(fm["cpu_seconds"]) - targets_cpu
+    workdir = point / "warm_start"
+    workdir.mkdir(exist_ok=True)
+    meta = {"fraction": fraction, "load_before": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    wall = time.time()
+    labels = demo._label_student(workdir, "labels_all", config, all_dir, teacher_path, fraction * train_cpu, progress=False)
+    label_cpu = float(demo._records(labels)[-1]["train_cpu_seconds"])
+    fm_steps = warm_steps(train_cpu, steps, label_cpu, config.checkpoint_every)
+    fm_config = dataclasses.replace(demo.demo_config(False, fm_steps), seed=seed, teacher_resolution=config.teacher_resolution,
+                                    max_cpu_seconds=max(1.0, train_cpu - label_cpu))
+    distill_dir = workdir / "function_matching"
+    distill(fm_config, fm_dir, teacher_path, distill_dir, targets=store / "targets", init=labels / "student.keras",
+            progress=False)
+    path = distill_dir / "evaluation.json"
+    if not path.exists():
+        result = evaluate_models(distill_dir / "student.keras", teacher_path, data_dir=data_dir, split="test",
+                                 latency=False, config=fm_config)
+        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
+    evaluation, last = json.loads(path.read_text()), demo._records(distill_dir)[-1]
+    side = {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"],
+            "cpu_seconds": targets_cpu + label_cpu + float(last["train_cpu_seconds"]), "steps": last["step"],
+            "label_steps": demo._records(labels)[-1]["step"], "label_cpu_seconds": label_cpu,
+            "targets_cpu_seconds": targets_cpu, **meta, "load_after": os.getloadavg(), "wall_seconds": time.time() - wall}
+    atomic_write_text(point / "warm_start.json", json.dumps(side, indent=2))
+    return side
+
+
+REFILL_BELOW = 0.95  # a label run that used less of the function-matching side's CPU time is run again
+
+
+def refill_labels(out: pathlib.Path, budget: float, seed: int) -> dict:
+    """Labels on every image again, for a point whose label run stopped at its planned steps with under
+    REFILL_BELOW of the function-matching side's CPU time used: the 30-step calibration that sized it was
+    taken under another load. The new run is sized by the CPU cost per step its first run measured over all of
+    its steps, with the same budget as the hard stop. The first run stays (`labels_all/`); the new one is
+    `labels_all_refill/`, and its side, `labels_all_refill.json`, replaces it in the table and figure."""
+    import dataclasses
+
+    from funmatch.commands import demo
+    from funmatch.evaluation import evaluate_models
+    from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.training.labels import train_labels
+
+    point = point_dir(out, budget, seed)
+    summary = json.loads((point / "summary.json").read_text())
+    fm, first = summary["function_matching"], summary["labels_all"]
+    teacher_path = pathlib.Path(summary["teacher"]["path"])
+    steps = max(1, round(budget * demo.DEMO["total_steps"]))
+    config = dataclasses.replace(demo.demo_config(False, steps), seed=seed)
+    config = dataclasses.replace(config, teacher_resolution=demo._resolution(teacher_path))
+    startup = float(json.loads((point / "labels_speed.json").read_text())["startup_cpu_seconds"])
+    per_step = float(first["train_cpu_seconds"]) / int(first["steps"])
+    plan_path = point / "labels_all_refill_plan.json"
+    if not plan_path.exists():
+        plan = demo.equal_cpu_plan(float(fm["cpu_seconds"]), per_step, startup, checkpoint_every=config.checkpoint_every,
+                                   warmup_steps=config.warmup_steps)
+        atomic_write_text(plan_path, json.dumps(plan, indent=2))
+    plan = json.loads(plan_path.read_text())
+    label_config = dataclasses.replace(demo._label_config(config), **{k: plan[k] for k in (
+        "total_steps", "warmup_steps", "eval_every", "max_cpu_seconds")})
+    workdir = point / "labels_all_refill"
+    load_before, wall = os.getloadavg(), time.time()
+    train_labels(label_config, out / "store" / "data_all_labels", workdir, teacher_path=teacher_path, progress=False)
+    path = workdir / "evaluation.json"
+    if not path.exists():
+        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=out / "store" / "data", split="test",
+                                 latency=False, config=config)
+        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
+    evaluation, last = json.loads(path.read_text()), demo._records(workdir)[-1]
+    side = {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"],
+            "cpu_seconds": float(last["train_cpu_seconds"]), "steps": last["step"], "planned_from": per_step,
+            "first_run": {k: first[k] for k in ("accuracy", "agreement", "cpu_seconds", "steps")},
+            "load_before": load_before, "load_after": os.getloadavg(), "wall_seconds": time.time() - wall}
+    atomic_write_text(point / "labels_all_refill.json", json.dumps(side, indent=2))
+    return side
+
+
+def needs_refill(point: pathlib.Path) -> bool:
+    """Whether the point's label run on every image used under REFILL_BELOW of function matching's CPU time
+    (and has not been run again)."""
+    if not (point / "summary.json").exists() or (point / "labels_all_refill.json").exists():
+        return False
+    summary = json.loads((point / "summary.json").read_text())
+    return summary["labels_all"]["cpu_seconds"] < REFILL_BELOW * summary["function_matching"]["cpu_seconds"]
+
+
+def _validation(workdir: pathlib.Path) -> float | None:
+    path = workdir / "metrics.json"
+    return json.loads(path.read_text()).get("validation_accuracy") if path.exists() else None
+
+
 def collect(out: pathlib.Path) -> list[dict]:
     """One row per finished point: budget, seed, and per method CPU seconds, accuracy, agreement."""
     rows = []
@@ -95,36 +226,61 @@ def collect(out: pathlib.Path) -> list[dict]:
         for method in (m for m in METHODS if m in summary):
             side = summary[method]
             row[method] = {"cpu_seconds": side["cpu_seconds"], "accuracy": side["accuracy"],
-                           "agreement": side["agreement"], "steps": side["steps"]}
+                           "agreement": side["agreement"], "steps": side["steps"],
+                           "validation_accuracy": _validation(summary_path.parent / method)}
+        refill_path = summary_path.parent / "labels_all_refill.json"
+        if refill_path.exists():
+            refill = json.loads(refill_path.read_text())
+            row["labels_all"] = {**{k: refill[k] for k in ("cpu_seconds", "accuracy", "agreement", "steps", "first_run")},
+                                 "validation_accuracy": _validation(summary_path.parent / "labels_all_refill")}
+        warm_path = summary_path.parent / "warm_start.json"
+        if warm_path.exists():
+            warm = json.loads(warm_path.read_text())
+            row["warm_start"] = {**{k: warm[k] for k in ("cpu_seconds", "accuracy", "agreement", "steps", "label_steps",
+                                                         "label_cpu_seconds", "fraction")},
+                                 "validation_accuracy": _validation(summary_path.parent / "warm_start" / "function_matching")}
         rows.append(row)
     return sorted(rows, key=lambda r: (r["budget"], r["seed"]))
 
 
-def crossover(rows: list[dict]) -> float | None:
-    """The smallest budget whose seed-mean accuracy puts function matching ahead of labels on every image."""
-    for budget in sorted({r["budget"] for r in rows}):
-        at = [r for r in rows if r["budget"] == budget]
-        gap = sum(r["function_matching"]["accuracy"] - r["labels_all"]["accuracy"] for r in at) / len(at)
+def crossover(rows: list[dict], method: str = "function_matching") -> float | None:
+    """The smallest budget whose seed-mean accuracy puts `method` ahead of labels on every image (over the
+    seeds where `method` ran)."""
+    for budget in sorted({r["budget"] for r in rows if method in r}):
+        at = [r for r in rows if r["budget"] == budget and method in r]
+        gap = sum(r[method]["accuracy"] - r["labels_all"]["accuracy"] for r in at) / len(at)
         if gap > 0:
             return budget
     return None
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| budget | seed | CPU min (each side) | function matching acc / agr | labels, every image acc / agr | "
-             "labels, subset acc / agr | FM − every image | load (1 min) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| budget | seed | CPU min (function matching) | labels, every image: share of it | function matching acc / agr "
+             "| labels, every image acc / agr | labels, subset acc / agr | labels, then FM acc / agr | FM − every image | "
+             "then FM − every image | load (1 min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [f"{100 * r[m]['accuracy']:.1f} / {100 * r[m]['agreement']:.1f} %" if m in r else "not run"
                  for m in METHODS]
-        gap = 100 * (r["function_matching"]["accuracy"] - r["labels_all"]["accuracy"])
+        gaps = [f"{100 * (r[m]['accuracy'] - r['labels_all']['accuracy']):+.1f}" if m in r else "–"
+                for m in ("function_matching", "warm_start")]
         load = f"{r['load'][0]:.1f}" if r.get("load") else "?"
-        lines.append(f"| {r['budget']:g}× | {r['seed']} | {r['function_matching']['cpu_seconds'] / 60:.1f} | "
-                     + " | ".join(cells) + f" | {gap:+.1f} | {load} |")
-    found = crossover(rows)
+        fm_cpu = r["function_matching"]["cpu_seconds"]
+        share = f"{100 * r['labels_all']['cpu_seconds'] / fm_cpu:.0f} %"
+        lines.append(f"| {r['budget']:g}× | {r['seed']} | {fm_cpu / 60:.1f} | {share} | " + " | ".join(cells + gaps)
+                     + f" | {load} |")
     budgets = ", ".join(f"{b:g}×" for b in sorted({r["budget"] for r in rows}))
     lines.append("")
+    found = crossover(rows)
     lines.append(f"Crossover (seed-mean test accuracy, function matching ahead of labels on every image): "
                  + (f"at {found:g}×." if found is not None else f"none within the measured budgets ({budgets})."))
+    warm = [r for r in rows if "warm_start" in r]
+    if warm:
+        found = crossover(rows, "warm_start")
+        at = ", ".join(f"{b:g}×" for b in sorted({r["budget"] for r in warm}))
+        share = warm[0]["warm_start"]["fraction"]
+        lines.append(f"Warm start ({100 * share:.0f} % of the training CPU on labels, then function matching with "
+                     f"`--init`), ahead of labels on every image: "
+                     + (f"at {found:g}×." if found is not None else f"none within the budgets it ran at ({at})."))
     return "\n".join(lines)
 
 
@@ -177,7 +333,8 @@ def plot(rows: list[dict], path: pathlib.Path) -> pathlib.Path:
 def write_results(out: pathlib.Path) -> list[dict]:
     rows = collect(out)
     if rows:
-        (out / "patience.json").write_text(json.dumps({"rows": rows, "crossover": crossover(rows)}, indent=2))
+        (out / "patience.json").write_text(json.dumps({"rows": rows, "crossover": crossover(rows),
+                                                      "warm_start_crossover": crossover(rows, "warm_start")}, indent=2))
         (out / "patience.md").write_text(table(rows) + "\n")
         plot(rows, out / "patience.png")
     return rows
@@ -192,16 +349,31 @@ def main() -> int:
     parser.add_argument("--references", default="all", choices=("all", "both"),
                         help="label references per point: labels on every image only (all; default), or also on the "
                              "labelled subset (both; the demo's three students)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="run the warm start beside every done point (and not the points themselves): labels on "
+                             "every image for half the training CPU, then function matching with --init (resumable)")
+    parser.add_argument("--refill", action="store_true",
+                        help=f"run labels on every image again (and not the points) where the first label run used "
+                             f"under {100 * REFILL_BELOW:.0f} %% of function matching's CPU time, sized by its own "
+                             "measured step cost (resumable)")
     parser.add_argument("--point", nargs=2, metavar=("BUDGET", "SEED"), help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--refill-point", nargs=2, metavar=("BUDGET", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--warm-point", nargs=2, metavar=("BUDGET", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     if args.point:
         run_point(out, float(args.point[0]), int(args.point[1]), _references(args.references))
         return 0
-    if not args.plot_only:
-        if args.seeds < 1:
-            raise SystemExit(f"--seeds: need at least 1, got {args.seeds}")
+    if args.warm_point:
+        run_warm_start(out, float(args.warm_point[0]), int(args.warm_point[1]))
+        return 0
+    if args.refill_point:
+        refill_labels(out, float(args.refill_point[0]), int(args.refill_point[1]))
+        return 0
+    if not args.plot_only and args.seeds < 1:
+        raise SystemExit(f"--seeds: need at least 1, got {args.seeds}")
+    if not args.plot_only and not args.warm_start and not args.refill:
         for budget in _budgets(args.budgets):
             for seed in range(args.seeds):
                 if (point_dir(out, budget, seed) / "summary.json").exists():
@@ -212,6 +384,31 @@ def main() -> int:
                 subprocess.run([sys.executable, __file__, "--out", str(out), "--point", f"{budget:g}", str(seed),
                                 "--references", args.references], check=True)
                 print(f"patience: {budget:g}× seed {seed}: done in {(time.time() - started) / 60:.1f} min", flush=True)
+                write_results(out)
+    if not args.plot_only and args.warm_start:
+        for budget in _budgets(args.budgets):
+            for seed in range(args.seeds):
+                point = point_dir(out, budget, seed)
+                if (point / "warm_start.json").exists() or not (point / "summary.json").exists():
+                    continue
+                print(f"patience: {budget:g}× seed {seed}: warm start running (load {os.getloadavg()[0]:.1f})", flush=True)
+                started = time.time()
+                subprocess.run([sys.executable, __file__, "--out", str(out), "--warm-point", f"{budget:g}", str(seed)],
+                               check=True)
+                print(f"patience: {budget:g}× seed {seed}: warm start done in {(time.time() - started) / 60:.1f} min",
+                      flush=True)
+                write_results(out)
+    if not args.plot_only and args.refill:
+        for budget in _budgets(args.budgets):
+            for seed in range(args.seeds):
+                if not needs_refill(point_dir(out, budget, seed)):
+                    continue
+                print(f"patience: {budget:g}× seed {seed}: labels on every image again (load {os.getloadavg()[0]:.1f})",
+                      flush=True)
+                started = time.time()
+                subprocess.run([sys.executable, __file__, "--out", str(out), "--refill-point", f"{budget:g}", str(seed)],
+                               check=True)
+                print(f"patience: {budget:g}× seed {seed}: refill done in {(time.time() - started) / 60:.1f} min", flush=True)
                 write_results(out)
     rows = write_results(out)
     print(table(rows) if rows else "patience: no point done yet")

@@ -37,7 +37,7 @@ def test_done_points_are_skipped_and_the_crossover_is_the_first_budget_ahead(tmp
     rows = json.loads((tmp_path / "patience.json").read_text())
     assert [(r["budget"], r["seed"]) for r in rows["rows"]] == [(1, 0), (1, 1), (2, 0)] and rows["crossover"] == 2
     table = (tmp_path / "patience.md").read_text()
-    assert "| 1× | 0 | 6.0 | 85.0 / 86.0 % | 88.0 / 89.0 % | 83.0 / 84.0 % | -3.0 | 3.0 |" in table
+    assert "| 1× | 0 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | 83.0 / 84.0 % | not run | -3.0 | – | 3.0 |" in table
     assert "function matching ahead of labels on every image): at 2×." in table
     assert (tmp_path / "patience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skipped" in capsys.readouterr().out
@@ -61,8 +61,60 @@ def test_points_without_the_subset_reference_are_tabled_and_drawn(tmp_path, pati
     summary_path.write_text(json.dumps(summary))
     rows = patience.write_results(tmp_path)
     assert "labels_subset" not in rows[0]
-    assert "| 1× | 0 | 6.0 | 85.0 / 86.0 % | 88.0 / 89.0 % | not run | -3.0 | 3.0 |" in patience.table(rows)
+    assert "| 1× | 0 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | not run | not run | -3.0 | – | 3.0 |" in patience.table(rows)
     assert (tmp_path / "patience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_warm_starts_run_beside_done_points_only_and_are_tabled(tmp_path, patience, monkeypatch, capsys):
+    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 360.0)
+    _point(tmp_path, patience, 1, 1, 0.86, 0.87, 0.84, 370.0)
+    warm = {"cpu_seconds": 365.0, "steps": 1400, "label_steps": 2600, "label_cpu_seconds": 100.0, "fraction": 0.5}
+    (patience.point_dir(tmp_path, 1, 1) / "warm_start.json").write_text(json.dumps({**warm, "accuracy": 0.9,
+                                                                                    "agreement": 0.91}))
+    ran = []
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: ran.append(command[-3:]))
+    monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1,2", "--seeds", "2",
+                                      "--warm-start"])
+    assert patience.main() == 0
+    # Only the done point without a warm start gets one; no point (2×) is run by --warm-start.
+    assert ran == [["--warm-point", "1", "0"]]
+    rows = patience.collect(tmp_path)
+    assert "warm_start" not in rows[0] and rows[1]["warm_start"]["accuracy"] == 0.9
+    table = patience.table(rows)
+    assert "| 1× | 1 | 6.2 | 100 % | 86.0 / 87.0 % | 87.0 / 88.0 % | 84.0 / 85.0 % | 90.0 / 91.0 % | -1.0 | +3.0 | 3.0 |" in table
+    # The seed mean is over the seeds the warm start ran at: 3 points ahead at 1×.
+    assert "then function matching with `--init`), ahead of labels on every image: at 1×." in table
+    assert patience.crossover(rows, "warm_start") == 1 and patience.crossover(rows) is None
+    assert json.loads((tmp_path / "patience.json").read_text())["warm_start_crossover"] == 1
+
+
+def test_the_warm_start_fills_the_cpu_time_the_labels_left(patience):
+    # 600 CPU s for 3,000 steps: 0.2 s a step. Labels used half: 1,500 steps fill the rest.
+    assert patience.warm_steps(600.0, 3000, 300.0, 100) == 1500
+    assert patience.warm_steps(600.0, 3000, 310.0, 100) == 1400  # 1,450 fit: whole intervals, rounded down
+    assert patience.warm_steps(600.0, 3000, 620.0, 100) == 100  # the labels overran: one interval, the budget stops it
+
+
+def test_an_underfilled_label_run_is_run_again_and_replaces_the_first(tmp_path, patience, monkeypatch):
+    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 360.0)  # labels used all of function matching's time
+    _point(tmp_path, patience, 1, 1, 0.86, 0.84, 0.83, 370.0)
+    point = patience.point_dir(tmp_path, 1, 1)
+    summary = json.loads((point / "summary.json").read_text())
+    summary["labels_all"]["cpu_seconds"] = 0.8 * 370.0  # stopped at its planned steps, a fifth of the time unused
+    (point / "summary.json").write_text(json.dumps(summary))
+    assert [patience.needs_refill(patience.point_dir(tmp_path, 1, s)) for s in (0, 1)] == [False, True]
+    ran = []
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: ran.append(command[-3:]))
+    monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1", "--seeds", "2", "--refill"])
+    assert patience.main() == 0
+    assert ran == [["--refill-point", "1", "1"]]
+    refill = {"accuracy": 0.87, "agreement": 0.88, "cpu_seconds": 368.0, "steps": 120,
+              "first_run": {"accuracy": 0.84, "agreement": 0.85, "cpu_seconds": 296.0, "steps": 100}}
+    (point / "labels_all_refill.json").write_text(json.dumps(refill))
+    assert not patience.needs_refill(point)
+    row = patience.collect(tmp_path)[1]
+    assert row["labels_all"]["accuracy"] == 0.87 and row["labels_all"]["first_run"]["accuracy"] == 0.84
+    assert "| 1× | 1 | 6.2 | 99 % | 86.0 / 87.0 % | 87.0 / 88.0 % |" in patience.table(patience.collect(tmp_path))
 
 
 def test_the_demo_quotes_the_published_crossover(patience):
