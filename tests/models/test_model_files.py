@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import zipfile
 
 import numpy as np
@@ -57,6 +58,23 @@ def test_keras_file_carries_its_evaluation_view(tmp_path):
     atomic_save_keras(model, tmp_path / "m.keras", eval_crop_fraction=32 / 40)
     loaded = fm.load(tmp_path / "m.keras")
     assert fm.contract(loaded)["eval_crop_fraction"] == 0.8 and fm.contract(loaded)["resolution"] == 32
+
+
+def test_a_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
+    """Keras raising mid-save (not an OSError: e.g. a layer it cannot serialise) leaves neither the target nor
+    a temporary file in the folder."""
+    from funmatch.training.checkpoints import atomic_save_keras
+
+    model = fm.create("tiny_cnn_w8", num_classes=3, resolution=32)
+
+    def half_save(path, *args, **kwargs):
+        pathlib.Path(path).write_bytes(b"half a zip")
+        raise TypeError("cannot serialise this layer")
+
+    monkeypatch.setattr(model, "save", half_save)
+    with pytest.raises(TypeError, match="cannot serialise"):
+        atomic_save_keras(model, tmp_path / "m.keras")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_npz_with_nan_weights_is_refused(tmp_path):

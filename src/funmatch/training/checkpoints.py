@@ -114,6 +114,9 @@ def atomic_save_keras(model, path: os.PathLike, *, eval_crop_fraction: float | N
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise FunmatchError(f"{path}: cannot write the model ({error.strerror or error})") from None
+    except BaseException:  # a model Keras cannot serialise, an interrupt: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Checkpointer:
