@@ -63,8 +63,29 @@ def _references(choice: str) -> tuple[str, ...]:
     return ("labels_all",) if choice == "all" else REFERENCES
 
 
-def point_dir(out: pathlib.Path, budget: float, seed: int) -> pathlib.Path:
-    return out / f"b{budget:g}_s{seed}"
+VIEWS = 16  # the demo's stored views per image (`demo.VIEWS`); other counts are points of their own
+
+
+def point_dir(out: pathlib.Path, budget: float, seed: int, views: int = VIEWS) -> pathlib.Path:
+    return out / (f"b{budget:g}_s{seed}" + (f"_k{views}" if views != VIEWS else ""))
+
+
+def fm_key(views: int) -> str:
+    """The row key of function matching from `views` stored views per image."""
+    return "function_matching" if views == VIEWS else f"function_matching_k{views}"
+
+
+def _store(out: pathlib.Path, views: int) -> pathlib.Path:
+    """The points' shared store for `views`: K = 16 in `OUT/store`; another K has its own targets in
+    `OUT/store_k<K>` beside links to the same prepared datasets."""
+    if views == VIEWS:
+        return out / "store"
+    store = out / f"store_k{views}"
+    store.mkdir(exist_ok=True)
+    for name in ("data", "data_unlabeled", "data_all_labels"):
+        if (out / "store" / name).exists() and not (store / name).exists():
+            (store / name).symlink_to(out / "store" / name)
+    return store
 
 
 def _machine() -> str:
@@ -76,17 +97,18 @@ def _machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
 
 
-def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str, ...] = REFERENCES) -> None:
+def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str, ...] = REFERENCES,
+              views: int = VIEWS) -> None:
     """One point, in a child process (its memory is returned when it ends)."""
     from funmatch.commands import demo
 
-    workdir = point_dir(out, budget, seed)
+    workdir = point_dir(out, budget, seed, views)
     steps = max(1, round(budget * demo.DEMO["total_steps"]))
     meta = {"budget": budget, "seed": seed, "steps": steps, "machine": _machine(), "load_before": os.getloadavg(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     wall = time.time()
-    demo.run_demo(workdir, steps=steps, seed=seed, store=str(out / "store"), progress=False,
-                  references=references)
+    demo.run_demo(workdir, steps=steps, seed=seed, store=str(_store(out, views)), progress=False,
+                  references=references, views=views)
     meta.update(load_after=os.getloadavg(), wall_seconds=time.time() - wall,
                 finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     (workdir / "point.json").write_text(json.dumps(meta, indent=2))
@@ -152,7 +174,7 @@ def run_warm_start(out: pathlib.Path, budget: float, seed: int, fraction: float 
 REFILL_BELOW = 0.95  # a label run that used less of the function-matching side's CPU time is run again
 
 
-def refill_labels(out: pathlib.Path, budget: float, seed: int) -> dict:
+def refill_labels(out: pathlib.Path, budget: float, seed: int, views: int = VIEWS) -> dict:
     """Labels on every image again, for a point whose label run stopped at its planned steps with under
     REFILL_BELOW of the function-matching side's CPU time used: the 30-step calibration that sized it was
     taken under another load. The new run is sized by the CPU cost per step its first run measured over all of
@@ -165,9 +187,9 @@ def refill_labels(out: pathlib.Path, budget: float, seed: int) -> dict:
     from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.labels import train_labels
 
-    point = point_dir(out, budget, seed)
+    point = point_dir(out, budget, seed, views)
     summary = json.loads((point / "summary.json").read_text())
-    fm, first = summary["function_matching"], summary["labels_all"]
+    fm, first = summary["function_matching"], summary["labels_all"]  # a summary names it so whatever K
     teacher_path = pathlib.Path(summary["teacher"]["path"])
     steps = max(1, round(budget * demo.DEMO["total_steps"]))
     config = dataclasses.replace(demo.demo_config(False, steps), seed=seed)
@@ -223,9 +245,11 @@ def collect(out: pathlib.Path) -> list[dict]:
         row = {"budget": summary.get("budget", meta.get("budget")), "seed": summary.get("seed", meta.get("seed")),
                "teacher": summary["teacher"]["accuracy"], "load": meta.get("load_before"),
                "wall_seconds": meta.get("wall_seconds"), "machine": meta.get("machine")}
+        views = int(summary.get("function_matching", {}).get("views", VIEWS))
+        row["views"] = views
         for method in (m for m in METHODS if m in summary):
             side = summary[method]
-            row[method] = {"cpu_seconds": side["cpu_seconds"], "accuracy": side["accuracy"],
+            row[fm_key(views) if method == "function_matching" else method] = {"cpu_seconds": side["cpu_seconds"], "accuracy": side["accuracy"],
                            "agreement": side["agreement"], "steps": side["steps"],
                            "validation_accuracy": _validation(summary_path.parent / method)}
         refill_path = summary_path.parent / "labels_all_refill.json"
@@ -243,6 +267,20 @@ def collect(out: pathlib.Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["budget"], r["seed"]))
 
 
+def _fm(row: dict) -> dict:
+    """The row's function-matching side, whatever its number of views."""
+    return row[fm_key(row.get("views", VIEWS))]
+
+
+def _methods(rows: list[dict]) -> dict[str, str]:
+    """METHODS, with function matching from another number of views after the demo's."""
+    other = sorted({r["views"] for r in rows if r.get("views", VIEWS) != VIEWS})
+    out = {"function_matching": f"function matching (K = {VIEWS})" if other else METHODS["function_matching"]}
+    out.update({fm_key(k): f"function matching (K = {k})" for k in other})
+    out.update({m: name for m, name in METHODS.items() if m != "function_matching"})
+    return out
+
+
 def crossover(rows: list[dict], method: str = "function_matching") -> float | None:
     """The smallest budget whose seed-mean accuracy puts `method` ahead of labels on every image (over the
     seeds where `method` ran)."""
@@ -255,24 +293,32 @@ def crossover(rows: list[dict], method: str = "function_matching") -> float | No
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| budget | seed | CPU min (function matching) | labels, every image: share of it | function matching acc / agr "
-             "| labels, every image acc / agr | labels, subset acc / agr | labels, then FM acc / agr | FM − every image | "
-             "then FM − every image | load (1 min) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| budget | seed | views | CPU min (function matching) | labels, every image: share of it | function matching "
+             "acc / agr | labels, every image acc / agr | labels, subset acc / agr | labels, then FM acc / agr | "
+             "FM − every image | then FM − every image | load (1 min) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = [f"{100 * r[m]['accuracy']:.1f} / {100 * r[m]['agreement']:.1f} %" if m in r else "not run"
-                 for m in METHODS]
-        gaps = [f"{100 * (r[m]['accuracy'] - r['labels_all']['accuracy']):+.1f}" if m in r else "–"
-                for m in ("function_matching", "warm_start")]
+        cells = [f"{100 * side['accuracy']:.1f} / {100 * side['agreement']:.1f} %" if side else "not run"
+                 for side in [_fm(r)] + [r.get(m) for m in METHODS if m != "function_matching"]]
+        gaps = [f"{100 * (side['accuracy'] - r['labels_all']['accuracy']):+.1f}" if side else "–"
+                for side in (_fm(r), r.get("warm_start"))]
         load = f"{r['load'][0]:.1f}" if r.get("load") else "?"
-        fm_cpu = r["function_matching"]["cpu_seconds"]
+        fm_cpu = _fm(r)["cpu_seconds"]
         share = f"{100 * r['labels_all']['cpu_seconds'] / fm_cpu:.0f} %"
-        lines.append(f"| {r['budget']:g}× | {r['seed']} | {fm_cpu / 60:.1f} | {share} | " + " | ".join(cells + gaps)
+        lines.append(f"| {r['budget']:g}× | {r['seed']} | {r.get('views', VIEWS)} | {fm_cpu / 60:.1f} | {share} | "
+                     + " | ".join(cells + gaps)
                      + f" | {load} |")
-    budgets = ", ".join(f"{b:g}×" for b in sorted({r["budget"] for r in rows}))
+    budgets = ", ".join(f"{b:g}×" for b in sorted({r["budget"] for r in rows if "function_matching" in r}))
     lines.append("")
     found = crossover(rows)
     lines.append(f"Crossover (seed-mean test accuracy, function matching ahead of labels on every image): "
                  + (f"at {found:g}×." if found is not None else f"none within the measured budgets ({budgets})."))
+    for key in (k for k in _methods(rows) if k.startswith("function_matching_k")):
+        ran = [r for r in rows if key in r]
+        found = crossover(rows, key)
+        minutes = sum(r[key]["cpu_seconds"] for r in ran) / len(ran) / 60
+        lines.append(f"Function matching from K = {ran[0]['views']} stored views (the budget counts its steps; "
+                     f"{minutes:.1f} CPU min on average), ahead of labels on every image: "
+                     + (f"at {found:g}×." if found is not None else "not within the budgets it ran at."))
     warm = [r for r in rows if "warm_start" in r]
     if warm:
         found = crossover(rows, "warm_start")
@@ -290,7 +336,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> pathlib.Path:
     figure = Figure(figsize=(13, 5.2), dpi=100)
     figure.subplots_adjust(left=0.06, right=0.99, top=0.86, bottom=0.2, wspace=0.18)
     axes = figure.subplots(1, 2)
-    for number, (method, name) in enumerate(METHODS.items()):
+    for number, (method, name) in enumerate(_methods(rows).items()):
         color = f"C{number}"
         ran = [r for r in rows if method in r]  # patience's points run labels on every image only
         if not ran:
@@ -310,10 +356,11 @@ def plot(rows: list[dict], path: pathlib.Path) -> pathlib.Path:
         axes[0].axhline(teacher, color="black", linestyle=":", label=f"teacher: {teacher:.1f} %")
     for axis, what in zip(axes, ("test accuracy", "top-1 agreement with the teacher (test)")):
         axis.set_xscale("log", base=2)
-        fm = [[r["function_matching"]["cpu_seconds"] / 60 for r in rows if r["budget"] == b]
-              for b in sorted({r["budget"] for r in rows})]
+        demo_budgets = sorted({r["budget"] for r in rows if "function_matching" in r})
+        fm = [[r["function_matching"]["cpu_seconds"] / 60 for r in rows if r["budget"] == b and "function_matching" in r]
+              for b in demo_budgets]
         axis.set_xticks([sum(x) / len(x) for x in fm], [f"{sum(x) / len(x):.0f}\n({b:g}×)" for x, b in
-                                                       zip(fm, sorted({r["budget"] for r in rows}))])
+                                                       zip(fm, demo_budgets)])
         axis.minorticks_off()
         axis.set_xlabel("CPU minutes of the process (function matching: targets' generation + training)")
         axis.set_ylabel(f"{what} (%)")
@@ -356,6 +403,9 @@ def main() -> int:
                         help=f"run labels on every image again (and not the points) where the first label run used "
                              f"under {100 * REFILL_BELOW:.0f} %% of function matching's CPU time, sized by its own "
                              "measured step cost (resumable)")
+    parser.add_argument("--views", type=int, default=VIEWS,
+                        help=f"stored teacher views per image (default {VIEWS}, the demo's); another K runs points of "
+                             "its own (OUT/b<B>_s<S>_k<K>, targets in OUT/store_k<K>); the budget still counts steps")
     parser.add_argument("--point", nargs=2, metavar=("BUDGET", "SEED"), help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--refill-point", nargs=2, metavar=("BUDGET", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--warm-point", nargs=2, metavar=("BUDGET", "SEED"), help=argparse.SUPPRESS)
@@ -363,52 +413,37 @@ def main() -> int:
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     if args.point:
-        run_point(out, float(args.point[0]), int(args.point[1]), _references(args.references))
+        run_point(out, float(args.point[0]), int(args.point[1]), _references(args.references), args.views)
         return 0
     if args.warm_point:
         run_warm_start(out, float(args.warm_point[0]), int(args.warm_point[1]))
         return 0
     if args.refill_point:
-        refill_labels(out, float(args.refill_point[0]), int(args.refill_point[1]))
+        refill_labels(out, float(args.refill_point[0]), int(args.refill_point[1]), args.views)
         return 0
-    if not args.plot_only and args.seeds < 1:
-        raise SystemExit(f"--seeds: need at least 1, got {args.seeds}")
-    if not args.plot_only and not args.warm_start and not args.refill:
+    if not args.plot_only:
+        if args.seeds < 1:
+            raise SystemExit(f"--seeds: need at least 1, got {args.seeds}")
+        if args.warm_start and args.views != VIEWS:
+            raise SystemExit(f"--warm-start: runs beside the points of the demo's {VIEWS} views only, got --views {args.views}")
+        mode, flag = (("warm start", "--warm-point") if args.warm_start else ("refill", "--refill-point") if args.refill
+                      else ("point", "--point"))
         for budget in _budgets(args.budgets):
             for seed in range(args.seeds):
-                if (point_dir(out, budget, seed) / "summary.json").exists():
-                    print(f"patience: {budget:g}× seed {seed}: done, skipped", flush=True)
+                point = point_dir(out, budget, seed, args.views)
+                done = (point / "summary.json").exists()
+                todo = {"point": not done, "warm start": done and not (point / "warm_start.json").exists(),
+                        "refill": needs_refill(point)}[mode]
+                name = f"{budget:g}× seed {seed}" + (f" K = {args.views}" if args.views != VIEWS else "")
+                if not todo:
+                    if mode == "point":
+                        print(f"patience: {name}: done, skipped", flush=True)
                     continue
-                print(f"patience: {budget:g}× seed {seed}: running (load {os.getloadavg()[0]:.1f})", flush=True)
+                print(f"patience: {name}: {mode} running (load {os.getloadavg()[0]:.1f})", flush=True)
                 started = time.time()
-                subprocess.run([sys.executable, __file__, "--out", str(out), "--point", f"{budget:g}", str(seed),
-                                "--references", args.references], check=True)
-                print(f"patience: {budget:g}× seed {seed}: done in {(time.time() - started) / 60:.1f} min", flush=True)
-                write_results(out)
-    if not args.plot_only and args.warm_start:
-        for budget in _budgets(args.budgets):
-            for seed in range(args.seeds):
-                point = point_dir(out, budget, seed)
-                if (point / "warm_start.json").exists() or not (point / "summary.json").exists():
-                    continue
-                print(f"patience: {budget:g}× seed {seed}: warm start running (load {os.getloadavg()[0]:.1f})", flush=True)
-                started = time.time()
-                subprocess.run([sys.executable, __file__, "--out", str(out), "--warm-point", f"{budget:g}", str(seed)],
-                               check=True)
-                print(f"patience: {budget:g}× seed {seed}: warm start done in {(time.time() - started) / 60:.1f} min",
-                      flush=True)
-                write_results(out)
-    if not args.plot_only and args.refill:
-        for budget in _budgets(args.budgets):
-            for seed in range(args.seeds):
-                if not needs_refill(point_dir(out, budget, seed)):
-                    continue
-                print(f"patience: {budget:g}× seed {seed}: labels on every image again (load {os.getloadavg()[0]:.1f})",
-                      flush=True)
-                started = time.time()
-                subprocess.run([sys.executable, __file__, "--out", str(out), "--refill-point", f"{budget:g}", str(seed)],
-                               check=True)
-                print(f"patience: {budget:g}× seed {seed}: refill done in {(time.time() - started) / 60:.1f} min", flush=True)
+                subprocess.run([sys.executable, __file__, "--out", str(out), "--references", args.references,
+                                "--views", str(args.views), flag, f"{budget:g}", str(seed)], check=True)
+                print(f"patience: {name}: {mode} done in {(time.time() - started) / 60:.1f} min", flush=True)
                 write_results(out)
     rows = write_results(out)
     print(table(rows) if rows else "patience: no point done yet")

@@ -17,11 +17,11 @@ def patience():
     return load_script("patience.py", "patience_benchmark")
 
 
-def _point(out, patience, budget, seed, fm, everything, subset, cpu):
-    workdir = patience.point_dir(out, budget, seed)
+def _point(out, patience, budget, seed, fm, everything, subset, cpu, views=16):
+    workdir = patience.point_dir(out, budget, seed, views)
     workdir.mkdir(parents=True)
     side = lambda acc: {"accuracy": acc, "agreement": acc + 0.01, "cpu_seconds": cpu, "steps": 100}
-    summary = {"budget": budget, "seed": seed, "teacher": {"accuracy": 0.96}, "function_matching": side(fm),
+    summary = {"budget": budget, "seed": seed, "teacher": {"accuracy": 0.96}, "function_matching": {**side(fm), "views": views},
                "labels_all": side(everything), "labels_subset": side(subset)}
     (workdir / "summary.json").write_text(json.dumps(summary))
     (workdir / "point.json").write_text(json.dumps({"load_before": [3.0, 2.0, 1.0], "machine": "test box"}))
@@ -37,7 +37,7 @@ def test_done_points_are_skipped_and_the_crossover_is_the_first_budget_ahead(tmp
     rows = json.loads((tmp_path / "patience.json").read_text())
     assert [(r["budget"], r["seed"]) for r in rows["rows"]] == [(1, 0), (1, 1), (2, 0)] and rows["crossover"] == 2
     table = (tmp_path / "patience.md").read_text()
-    assert "| 1× | 0 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | 83.0 / 84.0 % | not run | -3.0 | – | 3.0 |" in table
+    assert "| 1× | 0 | 16 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | 83.0 / 84.0 % | not run | -3.0 | – | 3.0 |" in table
     assert "function matching ahead of labels on every image): at 2×." in table
     assert (tmp_path / "patience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skipped" in capsys.readouterr().out
@@ -61,7 +61,7 @@ def test_points_without_the_subset_reference_are_tabled_and_drawn(tmp_path, pati
     summary_path.write_text(json.dumps(summary))
     rows = patience.write_results(tmp_path)
     assert "labels_subset" not in rows[0]
-    assert "| 1× | 0 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | not run | not run | -3.0 | – | 3.0 |" in patience.table(rows)
+    assert "| 1× | 0 | 16 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | not run | not run | -3.0 | – | 3.0 |" in patience.table(rows)
     assert (tmp_path / "patience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -81,7 +81,7 @@ def test_warm_starts_run_beside_done_points_only_and_are_tabled(tmp_path, patien
     rows = patience.collect(tmp_path)
     assert "warm_start" not in rows[0] and rows[1]["warm_start"]["accuracy"] == 0.9
     table = patience.table(rows)
-    assert "| 1× | 1 | 6.2 | 100 % | 86.0 / 87.0 % | 87.0 / 88.0 % | 84.0 / 85.0 % | 90.0 / 91.0 % | -1.0 | +3.0 | 3.0 |" in table
+    assert "| 1× | 1 | 16 | 6.2 | 100 % | 86.0 / 87.0 % | 87.0 / 88.0 % | 84.0 / 85.0 % | 90.0 / 91.0 % | -1.0 | +3.0 | 3.0 |" in table
     # The seed mean is over the seeds the warm start ran at: 3 points ahead at 1×.
     assert "then function matching with `--init`), ahead of labels on every image: at 1×." in table
     assert patience.crossover(rows, "warm_start") == 1 and patience.crossover(rows) is None
@@ -114,7 +114,32 @@ def test_an_underfilled_label_run_is_run_again_and_replaces_the_first(tmp_path, 
     assert not patience.needs_refill(point)
     row = patience.collect(tmp_path)[1]
     assert row["labels_all"]["accuracy"] == 0.87 and row["labels_all"]["first_run"]["accuracy"] == 0.84
-    assert "| 1× | 1 | 6.2 | 99 % | 86.0 / 87.0 % | 87.0 / 88.0 % |" in patience.table(patience.collect(tmp_path))
+    assert "| 1× | 1 | 16 | 6.2 | 99 % | 86.0 / 87.0 % | 87.0 / 88.0 % |" in patience.table(patience.collect(tmp_path))
+
+
+def test_points_with_other_views_are_their_own_method(tmp_path, patience, monkeypatch):
+    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 360.0)
+    _point(tmp_path, patience, 2, 0, 0.89, 0.88, 0.83, 365.0, views=4)  # twice the steps from 4 views: same CPU
+    assert patience.point_dir(tmp_path, 2, 0, 4).name == "b2_s0_k4"
+    rows = patience.collect(tmp_path)
+    assert "function_matching_k4" in rows[1] and "function_matching" not in rows[1] and rows[1]["views"] == 4
+    assert patience.crossover(rows) is None and patience.crossover(rows, "function_matching_k4") == 2
+    table = patience.table(rows)
+    assert "| 2× | 0 | 4 | 6.1 | 100 % | 89.0 / 90.0 % | 88.0 / 89.0 % |" in table
+    assert "none within the measured budgets (1×)." in table
+    assert "K = 4 stored views (the budget counts its steps; 6.1 CPU min on average), ahead of labels on every " \
+           "image: at 2×." in table
+    assert list(patience._methods(rows))[:2] == ["function_matching", "function_matching_k4"]
+    ran = []
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: ran.append(command[-5:]))
+    monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1,2", "--views", "4"])
+    assert patience.main() == 0
+    assert ran == [["--views", "4", "--point", "1", "0"]]  # b2_s0_k4 is done; b1_s0 is K = 16's
+    # Another K keeps its own targets beside the same prepared datasets.
+    (tmp_path / "store" / "data").mkdir(parents=True)
+    store = patience._store(tmp_path, 4)
+    assert store.name == "store_k4" and (store / "data").resolve() == (tmp_path / "store" / "data").resolve()
+    assert patience._store(tmp_path, 16) == tmp_path / "store"
 
 
 def test_the_demo_quotes_the_published_crossover(patience):
