@@ -28,10 +28,11 @@ CONFIG=${CONFIG:-eurosat}
 SHARED=${FUNMATCH_SHARED_DATA:-../shared/data}
 TEACHER=src/funmatch/assets/teachers/eurosat_teacher.keras
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
-if [[ -n "${STEPS:-}" ]]; then CONFIG="$CONFIG:total_steps=$STEPS"; fi
+with_setting() { if [[ "$CONFIG" == *:* ]]; then CONFIG="$CONFIG,$1"; else CONFIG="$CONFIG:$1"; fi; }  # recipe:k=v,k=v
+if [[ -n "${STEPS:-}" ]]; then with_setting "total_steps=$STEPS"; fi
 # The teacher sees every view at its own contract's resolution (the shipped one is served at 112 px).
 RESOLUTION=$("$PYTHON" -c "import sys; from funmatch import models; print(models.contract(models.load(sys.argv[1]))['resolution'])" "$TEACHER")
-if [[ "$CONFIG" == *:* ]]; then CONFIG="$CONFIG,teacher_resolution=$RESOLUTION"; else CONFIG="$CONFIG:teacher_resolution=$RESOLUTION"; fi
+with_setting "teacher_resolution=$RESOLUTION"
 funmatch() { nice -n 5 "$PYTHON" -m funmatch.cli "$@"; }
 
 mkdir -p "$OUT"
