@@ -1,6 +1,7 @@
 """`funmatch distill --init`: the student's warm start from a funmatch `.keras` file (the recipe's `student_init`)."""
 
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -65,6 +66,8 @@ def test_the_first_step_starts_from_the_init_and_a_resume_from_its_checkpoint(en
     shutil.rmtree(killed / "checkpoints" / "ckpt-000000002")
     (killed / "metrics.json").unlink()
     (killed / "student.keras").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(killed, elsewhere)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a resume applied --init again")
@@ -80,6 +83,12 @@ def test_the_first_step_starts_from_the_init_and_a_resume_from_its_checkpoint(en
         distill(config, engine_data, engine_teacher, killed, init=other, progress=False)
     with pytest.raises(FunmatchError, match=r"^no --init: workdir .* resumes a run started from .*init\.keras"):
         distill(config, engine_data, engine_teacher, killed, progress=False)
+    # The same file at another path (moved, or mounted elsewhere) is the same start: the run resumes.
+    (tmp_path / "moved").mkdir()
+    moved = pathlib.Path(shutil.copy(init, tmp_path / "moved" / "init.keras"))
+    distill(config, engine_data, engine_teacher, elsewhere, init=moved, progress=False)
+    for a, b in zip(_weights(straight / "student.keras"), _weights(elsewhere / "student.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_an_init_that_does_not_fit_the_student_is_one_line_naming_the_flag(engine_data, engine_teacher, tmp_path):
