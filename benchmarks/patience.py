@@ -20,7 +20,7 @@ label-step cost, under the load of its own time.
 `--refill` runs labels on every image again where a point's label run stopped at its planned steps with
 under 95 % of function matching's CPU time used (its 30-step calibration was taken under another load): sized
 by the step cost that first run measured over all its steps. The table's "share" column is the label run's
-CPU time as a fraction of function matching's. `--warm-start` adds a fourth side beside each done point:
+CPU time as a fraction of function matching's. `--warm-start` adds a side beside each done point:
 labels on every image for half of function matching's training CPU time, then function matching from the
 stored targets with `--init` that student for the rest (targets + both phases: the same CPU time).
 
@@ -38,6 +38,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -77,14 +78,15 @@ def fm_key(views: int) -> str:
 
 def _store(out: pathlib.Path, views: int) -> pathlib.Path:
     """The points' shared store for `views`: K = 16 in `OUT/store`; another K has its own targets in
-    `OUT/store_k<K>` beside links to the same prepared datasets."""
+    `OUT/store_k<K>`, beside relative links to `OUT/store`'s prepared datasets where those exist (otherwise its
+    first point prepares its own)."""
     if views == VIEWS:
         return out / "store"
     store = out / f"store_k{views}"
     store.mkdir(exist_ok=True)
     for name in ("data", "data_unlabeled", "data_all_labels"):
         if (out / "store" / name).exists() and not (store / name).exists():
-            (store / name).symlink_to(out / "store" / name)
+            (store / name).symlink_to(pathlib.Path("..", "store", name))  # OUT can move
     return store
 
 
@@ -101,6 +103,7 @@ def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str
               views: int = VIEWS) -> None:
     """One point, in a child process (its memory is returned when it ends)."""
     from funmatch.commands import demo
+    from funmatch.training.checkpoints import atomic_write_text
 
     workdir = point_dir(out, budget, seed, views)
     steps = max(1, round(budget * demo.DEMO["total_steps"]))
@@ -111,7 +114,7 @@ def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str
                   references=references, views=views)
     meta.update(load_after=os.getloadavg(), wall_seconds=time.time() - wall,
                 finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    (workdir / "point.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(workdir / "point.json", json.dumps(meta, indent=2))
 
 
 def warm_steps(train_cpu: float, steps: int, label_cpu: float, every: int) -> int:
@@ -151,11 +154,17 @@ def run_warm_start(out: pathlib.Path, budget: float, seed: int, fraction: float 
     wall = time.time()
     labels = demo._label_student(workdir, "labels_all", config, all_dir, teacher_path, fraction * train_cpu, progress=False)
     label_cpu = float(demo._records(labels)[-1]["train_cpu_seconds"])
+    # A re-run saves the finished label student again (a new file, another SHA-256), which its distillation's
+    # checkpoints would refuse as another --init: the distillation starts from a copy taken once.
+    init = workdir / "init.keras"
+    if not init.exists():
+        shutil.copyfile(labels / "student.keras", workdir / "init.keras.tmp")
+        os.replace(workdir / "init.keras.tmp", init)
     fm_steps = warm_steps(train_cpu, steps, label_cpu, config.checkpoint_every)
     fm_config = dataclasses.replace(demo.demo_config(False, fm_steps), seed=seed, teacher_resolution=config.teacher_resolution,
                                     max_cpu_seconds=max(1.0, train_cpu - label_cpu))
     distill_dir = workdir / "function_matching"
-    distill(fm_config, fm_dir, teacher_path, distill_dir, targets=store / "targets", init=labels / "student.keras",
+    distill(fm_config, fm_dir, teacher_path, distill_dir, targets=store / "targets", init=init,
             progress=False)
     path = distill_dir / "evaluation.json"
     if not path.exists():
@@ -195,7 +204,7 @@ def refill_labels(out: pathlib.Path, budget: float, seed: int, views: int = VIEW
     config = dataclasses.replace(demo.demo_config(False, steps), seed=seed)
     config = dataclasses.replace(config, teacher_resolution=demo._resolution(teacher_path))
     startup = float(json.loads((point / "labels_speed.json").read_text())["startup_cpu_seconds"])
-    per_step = float(first["train_cpu_seconds"]) / int(first["steps"])
+    per_step = (float(first["train_cpu_seconds"]) - startup) / int(first["steps"])  # its start-up counted once
     plan_path = point / "labels_all_refill_plan.json"
     if not plan_path.exists():
         plan = demo.equal_cpu_plan(float(fm["cpu_seconds"]), per_step, startup, checkpoint_every=config.checkpoint_every,
@@ -206,10 +215,11 @@ def refill_labels(out: pathlib.Path, budget: float, seed: int, views: int = VIEW
         "total_steps", "warmup_steps", "eval_every", "max_cpu_seconds")})
     workdir = point / "labels_all_refill"
     load_before, wall = os.getloadavg(), time.time()
-    train_labels(label_config, out / "store" / "data_all_labels", workdir, teacher_path=teacher_path, progress=False)
+    store = _store(out, views)
+    train_labels(label_config, store / "data_all_labels", workdir, teacher_path=teacher_path, progress=False)
     path = workdir / "evaluation.json"
     if not path.exists():
-        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=out / "store" / "data", split="test",
+        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=store / "data", split="test",
                                  latency=False, config=config)
         atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
     evaluation, last = json.loads(path.read_text()), demo._records(workdir)[-1]
@@ -378,12 +388,18 @@ def plot(rows: list[dict], path: pathlib.Path) -> pathlib.Path:
 
 
 def write_results(out: pathlib.Path) -> list[dict]:
+    """The table, its JSON and the figure from the points done, each replaced whole (jobs beside each other
+    on one OUT rewrite them)."""
+    from funmatch.training.checkpoints import atomic_write_text
+
     rows = collect(out)
     if rows:
-        (out / "patience.json").write_text(json.dumps({"rows": rows, "crossover": crossover(rows),
-                                                      "warm_start_crossover": crossover(rows, "warm_start")}, indent=2))
-        (out / "patience.md").write_text(table(rows) + "\n")
-        plot(rows, out / "patience.png")
+        atomic_write_text(out / "patience.json", json.dumps({"rows": rows, "crossover": crossover(rows),
+                                                            "warm_start_crossover": crossover(rows, "warm_start")}, indent=2))
+        atomic_write_text(out / "patience.md", table(rows) + "\n")
+        partial = out / f"patience.{os.getpid()}.png.tmp"
+        plot(rows, partial)
+        os.replace(partial, out / "patience.png")
     return rows
 
 
@@ -396,10 +412,11 @@ def main() -> int:
     parser.add_argument("--references", default="all", choices=("all", "both"),
                         help="label references per point: labels on every image only (all; default), or also on the "
                              "labelled subset (both; the demo's three students)")
-    parser.add_argument("--warm-start", action="store_true",
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--warm-start", action="store_true",
                         help="run the warm start beside every done point (and not the points themselves): labels on "
                              "every image for half the training CPU, then function matching with --init (resumable)")
-    parser.add_argument("--refill", action="store_true",
+    mode.add_argument("--refill", action="store_true",
                         help=f"run labels on every image again (and not the points) where the first label run used "
                              f"under {100 * REFILL_BELOW:.0f} %% of function matching's CPU time, sized by its own "
                              "measured step cost (resumable)")
@@ -412,14 +429,20 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
-    if args.point:
-        run_point(out, float(args.point[0]), int(args.point[1]), _references(args.references), args.views)
-        return 0
-    if args.warm_point:
-        run_warm_start(out, float(args.warm_point[0]), int(args.warm_point[1]))
-        return 0
-    if args.refill_point:
-        refill_labels(out, float(args.refill_point[0]), int(args.refill_point[1]), args.views)
+    child = args.point or args.warm_point or args.refill_point
+    if child:
+        from funmatch.errors import FunmatchError
+
+        try:
+            budget, seed = float(child[0]), int(child[1])
+            if args.point:
+                run_point(out, budget, seed, _references(args.references), args.views)
+            elif args.warm_point:
+                run_warm_start(out, budget, seed)
+            else:
+                refill_labels(out, budget, seed, args.views)
+        except (FunmatchError, FileNotFoundError) as error:
+            raise SystemExit(f"patience: {budget:g}× seed {seed}: {error}")
         return 0
     if not args.plot_only:
         if args.seeds < 1:
@@ -441,8 +464,11 @@ def main() -> int:
                     continue
                 print(f"patience: {name}: {mode} running (load {os.getloadavg()[0]:.1f})", flush=True)
                 started = time.time()
-                subprocess.run([sys.executable, __file__, "--out", str(out), "--references", args.references,
-                                "--views", str(args.views), flag, f"{budget:g}", str(seed)], check=True)
+                child = subprocess.run([sys.executable, __file__, "--out", str(out), "--references", args.references,
+                                        "--views", str(args.views), flag, f"{budget:g}", str(seed)])
+                if child.returncode:  # the child said why, in one line
+                    raise SystemExit(f"patience: {name}: {mode} stopped (exit {child.returncode}); the points done are "
+                                     f"in {out}, and a re-run resumes")
                 print(f"patience: {name}: {mode} done in {(time.time() - started) / 60:.1f} min", flush=True)
                 write_results(out)
     rows = write_results(out)

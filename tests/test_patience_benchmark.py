@@ -3,6 +3,7 @@ own summaries."""
 
 import json
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -25,6 +26,12 @@ def _point(out, patience, budget, seed, fm, everything, subset, cpu, views=16):
                "labels_all": side(everything), "labels_subset": side(subset)}
     (workdir / "summary.json").write_text(json.dumps(summary))
     (workdir / "point.json").write_text(json.dumps({"load_before": [3.0, 2.0, 1.0], "machine": "test box"}))
+
+
+def _ran(ran, tail):
+    """A child process that did its work (the tests' stand-in for subprocess.run)."""
+    ran.append(tail)
+    return subprocess.CompletedProcess(tail, 0)
 
 
 def test_done_points_are_skipped_and_the_crossover_is_the_first_budget_ahead(tmp_path, patience, monkeypatch, capsys):
@@ -72,7 +79,7 @@ def test_warm_starts_run_beside_done_points_only_and_are_tabled(tmp_path, patien
     (patience.point_dir(tmp_path, 1, 1) / "warm_start.json").write_text(json.dumps({**warm, "accuracy": 0.9,
                                                                                     "agreement": 0.91}))
     ran = []
-    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: ran.append(command[-3:]))
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: _ran(ran, command[-3:]))
     monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1,2", "--seeds", "2",
                                       "--warm-start"])
     assert patience.main() == 0
@@ -104,7 +111,7 @@ def test_an_underfilled_label_run_is_run_again_and_replaces_the_first(tmp_path, 
     (point / "summary.json").write_text(json.dumps(summary))
     assert [patience.needs_refill(patience.point_dir(tmp_path, 1, s)) for s in (0, 1)] == [False, True]
     ran = []
-    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: ran.append(command[-3:]))
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: _ran(ran, command[-3:]))
     monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1", "--seeds", "2", "--refill"])
     assert patience.main() == 0
     assert ran == [["--refill-point", "1", "1"]]
@@ -131,7 +138,7 @@ def test_points_with_other_views_are_their_own_method(tmp_path, patience, monkey
            "image: at 2×." in table
     assert list(patience._methods(rows))[:2] == ["function_matching", "function_matching_k4"]
     ran = []
-    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: ran.append(command[-5:]))
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: _ran(ran, command[-5:]))
     monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1,2", "--views", "4"])
     assert patience.main() == 0
     assert ran == [["--views", "4", "--point", "1", "0"]]  # b2_s0_k4 is done; b1_s0 is K = 16's
@@ -152,3 +159,94 @@ def test_the_demo_quotes_the_published_crossover(patience):
     demo_views = [r for r in published["rows"] if r.get("views", patience.VIEWS) == demo.VIEWS]
     assert demo.MEASURED_BUDGETS == tuple(sorted({float(r["budget"]) for r in demo_views}))
     assert demo.CROSSOVER == patience.crossover(published["rows"]) == published["crossover"]
+
+
+def test_the_refill_is_sized_by_the_first_runs_steps_after_start_up(tmp_path, patience, monkeypatch):
+    """Its plan counts the first run's start-up once, and its data is the point's own store (K = 4 here, with
+    no K = 16 store beside it)."""
+    from funmatch.commands import demo
+    from funmatch.training import labels
+
+    _point(tmp_path, patience, 2, 0, 0.85, 0.84, 0.83, 600.0, views=4)
+    point = patience.point_dir(tmp_path, 2, 0, 4)
+    summary = json.loads((point / "summary.json").read_text())
+    summary["teacher"]["path"] = str(tmp_path / "teacher.keras")
+    summary["labels_all"].update(cpu_seconds=480.0, train_cpu_seconds=480.0, steps=4000)  # 80 %: it stopped early
+    (point / "summary.json").write_text(json.dumps(summary))
+    (point / "labels_speed.json").write_text(json.dumps({"cpu_seconds_per_step": 0.1, "startup_cpu_seconds": 80.0}))
+    for name in ("data", "data_all_labels"):
+        (tmp_path / "store_k4" / name).mkdir(parents=True)
+    trained = []
+
+    def train_labels(config, data_dir, workdir, **kwargs):
+        trained.append((config, data_dir))
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "metrics.jsonl").write_text(json.dumps({"step": config.total_steps, "train_cpu_seconds": 590.0}) + "\n")
+
+    monkeypatch.setattr(labels, "train_labels", train_labels)
+    monkeypatch.setattr(demo, "_resolution", lambda path: 112)
+    import funmatch.evaluation
+    monkeypatch.setattr(funmatch.evaluation, "evaluate_models", lambda student, teacher, data_dir, **k: (
+        {"student": {"accuracy_top1": 0.9}, "fidelity": {"agreement_top1": 0.91}, "data": str(data_dir)}))
+    side = patience.refill_labels(tmp_path, 2, 0, 4)
+    # (480 - 80) / 4000 = 0.1 CPU s a step; (600 - 80) / 0.1 = 5200 steps (with 480 / 4000 it would be 4333 -> 4300).
+    (config, data_dir), = trained
+    assert config.total_steps == 5200 and side["planned_from"] == pytest.approx(0.1)
+    assert data_dir == tmp_path / "store_k4" / "data_all_labels"
+    assert json.loads((point / "labels_all_refill" / "evaluation.json").read_text())["data"] == str(tmp_path / "store_k4" / "data")
+    assert side["cpu_seconds"] == 590.0 and side["first_run"]["accuracy"] == 0.84 and not patience.needs_refill(point)
+
+
+def test_a_warm_start_resumes_from_the_label_student_it_first_copied(tmp_path, patience, monkeypatch):
+    """A re-run saves the finished label student again (another file); the distillation's --init stays the
+    copy taken the first time, so its checkpoints still match."""
+    from funmatch.commands import demo
+    from funmatch.training import distill
+
+    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 600.0)
+    point = patience.point_dir(tmp_path, 1, 0)
+    summary = json.loads((point / "summary.json").read_text())
+    summary["teacher"]["path"] = str(tmp_path / "teacher.keras")
+    summary["function_matching"]["targets_cpu_seconds"] = 100.0
+    (point / "summary.json").write_text(json.dumps(summary))
+    saves, inits = [], []
+
+    def label_student(out, name, config, data_dir, teacher_path, cpu_seconds, progress):
+        workdir = out / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        saves.append(f"save {len(saves)}")
+        (workdir / "student.keras").write_text(saves[-1])  # each save differs (Keras stamps the date)
+        (workdir / "metrics.jsonl").write_text(json.dumps({"step": 1000, "train_cpu_seconds": cpu_seconds}) + "\n")
+        return workdir
+
+    def run_distill(config, data_dir, teacher, workdir, *, targets, init, progress):
+        inits.append(pathlib.Path(init).read_text())
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "metrics.jsonl").write_text(json.dumps({"step": config.total_steps, "train_cpu_seconds": 240.0}) + "\n")
+
+    monkeypatch.setattr(demo, "_label_student", label_student)
+    monkeypatch.setattr(demo, "_resolution", lambda path: 112)
+    monkeypatch.setattr(distill, "distill", run_distill)
+    import funmatch.evaluation
+    monkeypatch.setattr(funmatch.evaluation, "evaluate_models", lambda *a, **k: (
+        {"student": {"accuracy_top1": 0.9}, "fidelity": {"agreement_top1": 0.91}}))
+    first = patience.run_warm_start(tmp_path, 1, 0)
+    patience.run_warm_start(tmp_path, 1, 0)  # killed before warm_start.json: run again
+    assert saves == ["save 0", "save 1"] and inits == ["save 0", "save 0"]
+    # 500 training CPU s: the labels took 250, the distillation 240 of the 250 left; the targets count too.
+    assert first["cpu_seconds"] == 100.0 + 250.0 + 240.0 and first["label_cpu_seconds"] == 250.0
+
+
+def test_the_modes_exclude_each_other_and_a_failed_child_stops_in_one_line(tmp_path, patience, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--refill", "--warm-start"])
+    with pytest.raises(SystemExit) as exit_:
+        patience.main()
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    monkeypatch.setattr(patience.subprocess, "run", lambda command, **k: subprocess.CompletedProcess(command, 1))
+    monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1"])
+    with pytest.raises(SystemExit, match=r"patience: 1× seed 0: point stopped \(exit 1\).*a re-run resumes"):
+        patience.main()
+    # The child itself: a point without its summary says which file, in one line.
+    monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--refill-point", "1", "0"])
+    with pytest.raises(SystemExit, match=r"patience: 1× seed 0: .*summary.json"):
+        patience.main()
