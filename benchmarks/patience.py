@@ -117,6 +117,35 @@ def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str
     atomic_write_text(workdir / "point.json", json.dumps(meta, indent=2))
 
 
+def _done_point(out: pathlib.Path, budget: float, seed: int, views: int = VIEWS):
+    """(its folder, its summary, its teacher, the demo's config of its budget, seed and teacher resolution) for a
+    done point: what the sides run beside it start from."""
+    import dataclasses
+
+    from funmatch.commands import demo
+
+    point = point_dir(out, budget, seed, views)
+    summary = json.loads((point / "summary.json").read_text())
+    teacher_path = pathlib.Path(summary["teacher"]["path"])
+    steps = max(1, round(budget * demo.DEMO["total_steps"]))
+    config = dataclasses.replace(demo.demo_config(False, steps), seed=seed, teacher_resolution=demo._resolution(teacher_path))
+    return point, summary, teacher_path, config
+
+
+def _side(workdir: pathlib.Path, teacher_path: pathlib.Path, data_dir: pathlib.Path, config) -> dict:
+    """A side's test accuracy and agreement with the teacher: evaluated once (`workdir/evaluation.json`)."""
+    from funmatch.evaluation import evaluate_models
+    from funmatch.training.checkpoints import atomic_write_text
+
+    path = workdir / "evaluation.json"
+    if not path.exists():
+        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=data_dir, split="test",
+                                 latency=False, config=config)
+        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
+    evaluation = json.loads(path.read_text())
+    return {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"]}
+
+
 def warm_steps(train_cpu: float, steps: int, label_cpu: float, every: int) -> int:
     """The warm start's distillation steps: the training CPU time the label phase left, at the point's own
     CPU cost per distillation step, in whole checkpoint intervals (at least one), so that its schedule runs to
@@ -133,19 +162,13 @@ def run_warm_start(out: pathlib.Path, budget: float, seed: int, fraction: float 
     import dataclasses
 
     from funmatch.commands import demo
-    from funmatch.evaluation import evaluate_models
     from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.distill import distill
 
-    point = point_dir(out, budget, seed)
-    summary = json.loads((point / "summary.json").read_text())
-    fm = summary["function_matching"]
-    teacher_path = pathlib.Path(summary["teacher"]["path"])
-    steps = max(1, round(budget * demo.DEMO["total_steps"]))
-    config = demo.demo_config(False, steps)
+    point, summary, teacher_path, config = _done_point(out, budget, seed)
+    fm, steps = summary["function_matching"], config.steps
     store = out / "store"  # prepared by the point (`demo._prepare`): its datasets, as they are
     data_dir, fm_dir, all_dir = store / "data", store / "data_unlabeled", store / "data_all_labels"
-    config = dataclasses.replace(config, seed=seed, teacher_resolution=demo._resolution(teacher_path))
     targets_cpu = float(fm["targets_cpu_seconds"])
     train_cpu = float(fm["cpu_seconds"]) - targets_cpu
     workdir = point / "warm_start"
@@ -166,14 +189,8 @@ def run_warm_start(out: pathlib.Path, budget: float, seed: int, fraction: float 
     distill_dir = workdir / "function_matching"
     distill(fm_config, fm_dir, teacher_path, distill_dir, targets=store / "targets", init=init,
             progress=False)
-    path = distill_dir / "evaluation.json"
-    if not path.exists():
-        result = evaluate_models(distill_dir / "student.keras", teacher_path, data_dir=data_dir, split="test",
-                                 latency=False, config=fm_config)
-        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
-    evaluation, last = json.loads(path.read_text()), demo._records(distill_dir)[-1]
-    side = {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"],
-            "cpu_seconds": targets_cpu + label_cpu + float(last["train_cpu_seconds"]), "steps": last["step"],
+    last = demo._records(distill_dir)[-1]
+    side = {**_side(distill_dir, teacher_path, data_dir, fm_config), "cpu_seconds": targets_cpu + label_cpu + float(last["train_cpu_seconds"]), "steps": last["step"],
             "label_steps": demo._records(labels)[-1]["step"], "label_cpu_seconds": label_cpu,
             "targets_cpu_seconds": targets_cpu, **meta, "load_after": os.getloadavg(), "wall_seconds": time.time() - wall}
     atomic_write_text(point / "warm_start.json", json.dumps(side, indent=2))
@@ -192,17 +209,11 @@ def refill_labels(out: pathlib.Path, budget: float, seed: int, views: int = VIEW
     import dataclasses
 
     from funmatch.commands import demo
-    from funmatch.evaluation import evaluate_models
     from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.labels import train_labels
 
-    point = point_dir(out, budget, seed, views)
-    summary = json.loads((point / "summary.json").read_text())
+    point, summary, teacher_path, config = _done_point(out, budget, seed, views)
     fm, first = summary["function_matching"], summary["labels_all"]  # a summary names it so whatever K
-    teacher_path = pathlib.Path(summary["teacher"]["path"])
-    steps = max(1, round(budget * demo.DEMO["total_steps"]))
-    config = dataclasses.replace(demo.demo_config(False, steps), seed=seed)
-    config = dataclasses.replace(config, teacher_resolution=demo._resolution(teacher_path))
     startup = float(json.loads((point / "labels_speed.json").read_text())["startup_cpu_seconds"])
     per_step = (float(first["train_cpu_seconds"]) - startup) / int(first["steps"])  # its start-up counted once
     plan_path = point / "labels_all_refill_plan.json"
@@ -217,14 +228,8 @@ def refill_labels(out: pathlib.Path, budget: float, seed: int, views: int = VIEW
     load_before, wall = os.getloadavg(), time.time()
     store = _store(out, views)
     train_labels(label_config, store / "data_all_labels", workdir, teacher_path=teacher_path, progress=False)
-    path = workdir / "evaluation.json"
-    if not path.exists():
-        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=store / "data", split="test",
-                                 latency=False, config=config)
-        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
-    evaluation, last = json.loads(path.read_text()), demo._records(workdir)[-1]
-    side = {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"],
-            "cpu_seconds": float(last["train_cpu_seconds"]), "steps": last["step"], "planned_from": per_step,
+    last = demo._records(workdir)[-1]
+    side = {**_side(workdir, teacher_path, store / "data", config), "cpu_seconds": float(last["train_cpu_seconds"]), "steps": last["step"], "planned_from": per_step,
             "first_run": {k: first[k] for k in ("accuracy", "agreement", "cpu_seconds", "steps")},
             "load_before": load_before, "load_after": os.getloadavg(), "wall_seconds": time.time() - wall}
     atomic_write_text(point / "labels_all_refill.json", json.dumps(side, indent=2))
