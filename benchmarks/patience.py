@@ -38,7 +38,6 @@ import json
 import os
 import pathlib
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -177,12 +176,7 @@ def run_warm_start(out: pathlib.Path, budget: float, seed: int, fraction: float 
     wall = time.time()
     labels = demo._label_student(workdir, "labels_all", config, all_dir, teacher_path, fraction * train_cpu, progress=False)
     label_cpu = float(demo._records(labels)[-1]["train_cpu_seconds"])
-    # A re-run saves the finished label student again (a new file, another SHA-256), which its distillation's
-    # checkpoints would refuse as another --init: the distillation starts from a copy taken once.
-    init = workdir / "init.keras"
-    if not init.exists():
-        shutil.copyfile(labels / "student.keras", workdir / "init.keras.tmp")
-        os.replace(workdir / "init.keras.tmp", init)
+    init = labels / "student.keras"  # a re-run of the finished label run leaves it (and its SHA-256) as it was
     fm_steps = warm_steps(train_cpu, steps, label_cpu, config.checkpoint_every)
     fm_config = dataclasses.replace(demo.demo_config(False, fm_steps), seed=seed, teacher_resolution=config.teacher_resolution,
                                     max_cpu_seconds=max(1.0, train_cpu - label_cpu))

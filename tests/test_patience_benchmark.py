@@ -197,9 +197,9 @@ def test_the_refill_is_sized_by_the_first_runs_steps_after_start_up(tmp_path, pa
     assert side["cpu_seconds"] == 590.0 and side["first_run"]["accuracy"] == 0.84 and not patience.needs_refill(point)
 
 
-def test_a_warm_start_resumes_from_the_label_student_it_first_copied(tmp_path, patience, monkeypatch):
-    """A re-run saves the finished label student again (another file); the distillation's --init stays the
-    copy taken the first time, so its checkpoints still match."""
+def test_a_warm_start_distils_from_its_label_student_on_every_run(tmp_path, patience, monkeypatch):
+    """The distillation's --init is the label run's own student file, on a re-run too (a finished label run
+    rerun leaves its file as it was: tests/engine/test_student_init.py)."""
     from funmatch.commands import demo
     from funmatch.training import distill
 
@@ -214,13 +214,14 @@ def test_a_warm_start_resumes_from_the_label_student_it_first_copied(tmp_path, p
     def label_student(out, name, config, data_dir, teacher_path, cpu_seconds, progress):
         workdir = out / name
         workdir.mkdir(parents=True, exist_ok=True)
-        saves.append(f"save {len(saves)}")
-        (workdir / "student.keras").write_text(saves[-1])  # each save differs (Keras stamps the date)
+        saves.append(f"run {len(saves)}")
+        if not (workdir / "student.keras").exists():  # a finished run, rerun, keeps its file
+            (workdir / "student.keras").write_text(saves[-1])
         (workdir / "metrics.jsonl").write_text(json.dumps({"step": 1000, "train_cpu_seconds": cpu_seconds}) + "\n")
         return workdir
 
     def run_distill(config, data_dir, teacher, workdir, *, targets, init, progress):
-        inits.append(pathlib.Path(init).read_text())
+        inits.append((pathlib.Path(init), pathlib.Path(init).read_text()))
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "metrics.jsonl").write_text(json.dumps({"step": config.total_steps, "train_cpu_seconds": 240.0}) + "\n")
 
@@ -232,7 +233,8 @@ def test_a_warm_start_resumes_from_the_label_student_it_first_copied(tmp_path, p
         {"student": {"accuracy_top1": 0.9}, "fidelity": {"agreement_top1": 0.91}}))
     first = patience.run_warm_start(tmp_path, 1, 0)
     patience.run_warm_start(tmp_path, 1, 0)  # killed before warm_start.json: run again
-    assert saves == ["save 0", "save 1"] and inits == ["save 0", "save 0"]
+    label_file = point / "warm_start" / "labels_all" / "student.keras"
+    assert saves == ["run 0", "run 1"] and inits == [(label_file, "run 0"), (label_file, "run 0")]
     # 500 training CPU s: the labels took 250, the distillation 240 of the 250 left; the targets count too.
     assert first["cpu_seconds"] == 100.0 + 250.0 + 240.0 and first["label_cpu_seconds"] == 250.0
 

@@ -127,3 +127,36 @@ def test_the_command_line_flag_reaches_the_run(engine_data, engine_teacher, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"funmatch distill: error: --init {init}: the model has 5 classes, the data has 4; import it "
                    "with a new head (funmatch models import SOURCE --num-classes 4)"]
+
+
+def test_rerunning_finished_runs_keeps_their_model_files_so_an_init_from_one_resumes(engine_data, engine_teacher,
+                                                                                     tmp_path, monkeypatch):
+    """`funmatch labels` (and `distill`) rerun on a finished workdir trains nothing and leaves its model file as it
+    was: a rewrite would stamp another save time into it, and a distillation started from that file with `--init`
+    would refuse to resume (another SHA-256)."""
+    import time
+
+    from funmatch.evaluation.cache import file_sha256
+    from funmatch.training.distill import distill
+    from funmatch.training.labels import train_labels
+
+    labels = tmp_path / "labels"
+    train_labels(SMOKE + ",total_steps=2,checkpoint_every=1,eval_every=1000", engine_data, labels, progress=False)
+    first = file_sha256(labels / "student.keras")
+    time.sleep(1.1)  # a rewrite would carry another save time
+    train_labels(SMOKE + ",total_steps=2,checkpoint_every=1,eval_every=1000", engine_data, labels, progress=False)
+    assert file_sha256(labels / "student.keras") == first
+    assert json.loads((labels / "metrics.json").read_text())["start_step_this_process"] == 2
+
+    config = SMOKE + ",total_steps=2,checkpoint_every=1,eval_every=1000"
+    run = tmp_path / "distill"
+    distill(config, engine_data, engine_teacher, run, init=labels / "student.keras", progress=False)
+    student = file_sha256(run / "student.keras")
+    time.sleep(1.1)
+    distill(config, engine_data, engine_teacher, run, init=labels / "student.keras", progress=False)  # resumes: no refusal
+    assert file_sha256(run / "student.keras") == student
+
+    # A file that is missing is written again, from the restored weights.
+    (run / "student.keras").unlink()
+    distill(config, engine_data, engine_teacher, run, init=labels / "student.keras", progress=False)
+    assert (run / "student.keras").is_file()

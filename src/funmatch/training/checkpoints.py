@@ -119,6 +119,19 @@ def atomic_save_keras(model, path: os.PathLike, *, eval_crop_fraction: float | N
         raise
 
 
+def save_run_model(model, path: os.PathLike, *, trained_here: bool, eval_crop_fraction: float | None = None) -> bool:
+    """A finished run's model file, through `atomic_save_keras`, when this process trained at least one step
+    or the file is missing. A rerun of a finished run leaves the file as it is: Keras stamps the time into
+    each save, so a rewrite would give the same weights another SHA-256, and whatever was started from the
+    file (`distill --init`, a distillation from a teacher) would then refuse to resume. Returns whether it
+    wrote the file."""
+    path = pathlib.Path(path)
+    if not trained_here and path.is_file():
+        return False
+    atomic_save_keras(model, path, eval_crop_fraction=eval_crop_fraction)
+    return True
+
+
 class Checkpointer:
     """Atomic, pruned checkpoints of named groups of Keras variables.
 

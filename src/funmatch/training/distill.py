@@ -192,7 +192,7 @@ def distill(
     from funmatch.distill import Distiller
     from funmatch.evaluation.metrics import fidelity_metrics
     from funmatch.optim import make_optimizer
-    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text, prepare_workdir, run_progress
+    from funmatch.training.checkpoints import atomic_write_text, prepare_workdir, run_progress, save_run_model
     from funmatch.training.loop import epoch_tensorboard, fit_resumable
 
     started = time.time()
@@ -334,7 +334,8 @@ def distill(
     # `step`: where training ended (a time budget may stop it before config.steps); the training clocks.
     final = {"step": loop["step"], "mode": config.mode, "recipe": config.recipe, "dataset": card.get("name", config.dataset),
              "train_seconds": loop["train_seconds"], "train_cpu_seconds": loop["train_cpu_seconds"],
-             "stopped_by": loop["stopped_by"], "targets": "stored" if stored_card is not None else "online",
+             "stopped_by": loop["stopped_by"], "start_step_this_process": loop["start_step"],
+             "targets": "stored" if stored_card is not None else "online",
              **teacher_metrics}
     if stored_card is not None and config.mode == "function_matching":  # how the stored views were mixed
         final["targets_mixup"] = stored_card.get("mixup", "per_example")
@@ -349,8 +350,8 @@ def distill(
         final.update(last_evaluation["metrics"] if done else student_metrics(0, teacher_eval))
     final["wall_time_sec_this_process"] = time.time() - started
     runtime.apply_precision(student, "float32")  # the file computes in float32 wherever it is loaded
-    atomic_save_keras(student, workdir / "student.keras",
-                      eval_crop_fraction=config.student_resolution / config.resize_small)
+    save_run_model(student, workdir / "student.keras", trained_here=loop["step"] > loop["start_step"],
+                   eval_crop_fraction=config.student_resolution / config.resize_small)
     atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))
     if progress:
         print(f"funmatch distill: done. student {config.test_split} accuracy {final[f'{config.test_split}_accuracy']:.4f}, "

@@ -223,7 +223,8 @@ def train_supervised(
     )
     final = {"step": loop["step"], "mode": "labels", "recipe": config.recipe, "dataset": card.get("name", config.dataset),
              "num_train_examples": num_train, "mixup_p": mixup_p, "train_seconds": loop["train_seconds"],
-             "train_cpu_seconds": loop["train_cpu_seconds"], "stopped_by": loop["stopped_by"], **teacher_metrics}
+             "train_cpu_seconds": loop["train_cpu_seconds"], "stopped_by": loop["stopped_by"],
+             "start_step_this_process": loop["start_step"], **teacher_metrics}
     full_teacher = None
     if teacher is not None and config.eval_max_examples:  # periodic teacher logits are on subsets
         full_config = dataclasses.replace(teacher_config, eval_max_examples=0)
@@ -238,11 +239,13 @@ def train_supervised(
 def _write_results(model, workdir: pathlib.Path, model_name: str, metrics: dict[str, Any], legacy_metrics: bool,
                    eval_crop_fraction: float | None = None) -> None:
     from funmatch import runtime
-    from funmatch.training.checkpoints import atomic_save_keras, atomic_write_text
+    from funmatch.training.checkpoints import atomic_write_text, save_run_model
 
     runtime.apply_precision(model, "float32")  # the file computes in float32 wherever it is loaded
-    # The file carries the view it was scored at: `funmatch evaluate` uses it by default.
-    atomic_save_keras(model, workdir / f"{model_name}.keras", eval_crop_fraction=eval_crop_fraction)
+    # The file carries the view it was scored at: `funmatch evaluate` uses it by default. A rerun of a
+    # finished run keeps the file (and its SHA-256) as it was.
+    save_run_model(model, workdir / f"{model_name}.keras", eval_crop_fraction=eval_crop_fraction,
+                   trained_here=metrics["step"] > metrics["start_step_this_process"])
     text = json.dumps(metrics, indent=2, sort_keys=True)
     if legacy_metrics:  # `{name}_metrics.json`: read by scripts/ship_teacher.py and the notebooks
         atomic_write_text(workdir / f"{model_name}_metrics.json", text)
