@@ -67,6 +67,19 @@ def test_steps_sets_the_distillation_length_and_rejects_nonsense():
         demo.demo_config(False, 0)
 
 
+def test_each_side_trains_with_its_own_swept_settings_and_nothing_else_differs():
+    import dataclasses
+
+    distill = dataclasses.replace(demo.demo_config(False), max_cpu_seconds=300.0)
+    labels = demo._label_config(distill)
+    assert distill.weight_decay == demo.DEMO["weight_decay"] and distill.learning_rate == demo.DEMO["learning_rate"]
+    assert (labels.weight_decay, labels.learning_rate) == (demo.LABELS_WEIGHT_DECAY, demo.LABELS_LEARNING_RATE)
+    assert labels.train_split == "train" and labels.max_cpu_seconds == 0.0  # sized by the plan, later
+    changed = {field.name for field in dataclasses.fields(distill)
+               if getattr(distill, field.name) != getattr(labels, field.name)}
+    assert changed <= {"weight_decay", "learning_rate", "train_split", "max_cpu_seconds"}
+
+
 def test_equal_cpu_plan_fills_the_budget_in_whole_checkpoint_intervals():
     """The label runs get the function-matching side's CPU seconds: (budget - start-up) / cost per step,
     rounded down to whole checkpoint intervals, warmup a tenth of a short run, the budget as the hard stop."""
