@@ -58,6 +58,13 @@ def test_union_split_holds_labelled_and_unlabelled_images(small):
 
     with pytest.raises(FunmatchError, match="holds another dataset"):
         add_unlabeled(small / "data", f"folder:{small / 'photos'}", small / "fm", seed=4)
+    # The same images at another path (a copy; the package's images after a reinstall elsewhere): the same data.
+    moved = small / "photos_moved"
+    shutil.copytree(small / "photos", moved)
+    assert add_unlabeled(small / "data", f"folder:{moved}", small / "fm", seed=3) == card
+    shutil.copy(sorted((small / "photos" / "deeper").iterdir())[0], moved / "deeper" / "extra.jpg")
+    with pytest.raises(FunmatchError, match="holds another dataset"):  # another image: another source
+        add_unlabeled(small / "data", f"folder:{moved}", small / "fm", seed=3)
 
 
 def test_ratio_caps_the_unlabelled_images_and_a_prepared_source_works(small):

@@ -170,6 +170,22 @@ def _unlabeled_source(source: str) -> tuple[int, Any, str]:
     return len(files), files, f"{len(files)} image files below {path}"
 
 
+def source_fingerprint(source: str, opens=None) -> str:
+    """SHA-256 of what `source` holds, not where: a prepared folder's card, or a folder's image files by
+    relative path and size (`opens`: `_unlabeled_source`'s, when already listed)."""
+    from funmatch.data import tfrecords
+
+    if opens is None:
+        opens = _unlabeled_source(source)[1]
+    if isinstance(opens, tuple):
+        return hashlib.sha256((opens[0] / tfrecords.CARD_NAME).read_bytes()).hexdigest()
+    root = pathlib.Path(source.removeprefix("folder:"))
+    digest = hashlib.sha256()
+    for file in opens:
+        digest.update(f"{file.relative_to(root).as_posix()}\t{file.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
 def _unlabeled_images(source: str, opens, keep: np.ndarray, *, shorter_side, jpeg_quality,
                       workers: int) -> Iterator[tuple[bytes, str]]:
     """(encoded image, its name) of the kept images of `source`, in source order, a chunk at a time."""
@@ -220,14 +236,15 @@ def add_unlabeled(data_dir, source: str, out_dir, *, ratio: float = 0.0, seed: i
     data_dir, out_dir = pathlib.Path(data_dir), pathlib.Path(out_dir)
     card = tfrecords.load_card(data_dir)
     tfrecords.check_splits(card, data_dir, ["train"])
-    # What the union is made of: the labelled dataset by its card's content (a copied folder is the same data).
+    # What the union is made of, by content (a copied folder, or the package's images after a reinstall
+    # elsewhere, is the same data): the labelled dataset's card and the unlabelled source's fingerprint.
     card_sha256 = hashlib.sha256((data_dir / tfrecords.CARD_NAME).read_bytes()).hexdigest()
-    identity = {"source": os.path.abspath(source.removeprefix("folder:")), "data_card_sha256": card_sha256,
-                "ratio": float(ratio), "seed": int(seed)}
+    settings = {"data_card_sha256": card_sha256, "ratio": float(ratio), "seed": int(seed)}
     if (out_dir / tfrecords.CARD_NAME).is_file():
-        existing = tfrecords.load_card(out_dir)
-        if (existing.get("unlabeled") or {}).get("identity") == identity:
-            return existing
+        existing = (tfrecords.load_card(out_dir).get("unlabeled") or {}).get("identity")
+        by_path = {"source": os.path.abspath(source.removeprefix("folder:")), **settings}  # folders written before
+        if existing in (by_path, {"source_sha256": source_fingerprint(source), **settings}):
+            return tfrecords.load_card(out_dir)
         raise FunmatchError(f"{out_dir}: holds another dataset; choose a new folder or remove it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FunmatchError(f"{out_dir}: exists and holds no dataset card (files funmatch did not write?); "
@@ -237,6 +254,7 @@ def add_unlabeled(data_dir, source: str, out_dir, *, ratio: float = 0.0, seed: i
     tfrecords.verify_split(data_dir, "train", card)
     options = card.get("options") or {}
     count, opens, what = _unlabeled_source(source)
+    identity = {"source_sha256": source_fingerprint(source, opens), **settings}
     rng = np.random.default_rng([int(seed), 0x0A1B])
     keep = np.ones(count, dtype=bool)
     if ratio > 0:
