@@ -36,6 +36,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert tail[3].startswith("labels, labelled subset:") and "1,000 labelled" in tail[3]
     assert tail[4].startswith("labels, every image:") and "4,900" in tail[4]
     assert tail[5] == demo.verdict(summary, demo.CROSSOVER, demo.MEASURED_BUDGETS) and "equal CPU time" in tail[5]
+    assert "20-step smoke run" in tail[5]  # not the default run's measured budgets
     # Function matching learnt from the stored targets; their generation counts on its side.
     fm = summary["function_matching"]
     assert fm["targets_cpu_seconds"] > 0 and fm["cpu_seconds"] == pytest.approx(fm["targets_cpu_seconds"] + fm["train_cpu_seconds"])
@@ -112,6 +113,10 @@ def test_verdict_says_who_won_and_where_function_matching_overtakes():
     assert "did not overtake it within the measured budgets (1×, 2× the demo's" in never
     assert never.endswith("1.0 points behind labels on the labelled subset")
     assert "no budget where function matching overtakes it has been measured" in demo.verdict(_summary(0.8, 0.9, 0.7))
+    quick = _summary(0.86, 0.89, 0.84)
+    quick["function_matching"]["steps"], quick["quick"] = 20, True
+    quick = demo.verdict(quick, crossover=4.0, measured=(1.0, 4.0))
+    assert "a 20-step smoke run" in quick and "4×" not in quick and "by 3.0 points" in quick
     tie = demo.verdict(_summary(0.875, 0.875, 0.9), crossover=2.0)
     assert tie.startswith("function matching ties labels on every image at equal CPU time (function matching overtook")
     assert tie.endswith("2.5 points behind labels on the labelled subset")

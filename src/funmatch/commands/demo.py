@@ -394,7 +394,7 @@ def _train_size(data_dir: pathlib.Path) -> int:
 def verdict(summary: dict[str, Any], crossover: float | None = None, measured: tuple[float, ...] = ()) -> str:
     """The summary's last line: who won at equal CPU time, against the all-labels reference first; when it
     won, the budget (× the demo's) at which `benchmarks/patience.py` measured function matching overtaking
-    it, or the budgets over which it did not."""
+    it, or the budgets over which it did not (a `--quick` run quotes none: they are the default run's)."""
     fm, everything = (summary[k]["accuracy"] for k in ("function_matching", "labels_all"))
     over_all = 100 * (fm - everything)
     versus_subset = ""
@@ -404,7 +404,10 @@ def verdict(summary: dict[str, Any], crossover: float | None = None, measured: t
     if over_all > 0:
         return (f"function matching wins at equal CPU time: {over_all:.1f} points ahead of labels on every image"
                 + (f", {versus_subset} labels on the labelled subset" if versus_subset else ""))
-    if crossover is not None:
+    if summary.get("quick"):  # the measured budgets are multiples of the default run, not of a smoke run
+        later = (f"a {summary['function_matching']['steps']}-step smoke run: the budgets at which function matching "
+                 "catches up are measured for the default demo (benchmarks/patience.py)")
+    elif crossover is not None:
         later = f"function matching overtook it at {crossover:g}× this budget (benchmarks/patience.py)"
     elif measured:
         later = (f"function matching did not overtake it within the measured budgets "
