@@ -244,6 +244,18 @@ def _validation(workdir: pathlib.Path) -> float | None:
     return json.loads(path.read_text()).get("validation_accuracy") if path.exists() else None
 
 
+SETTINGS = ("optimizer", "learning_rate", "weight_decay", "temperature", "mixup_p")  # recorded per side
+
+
+def _settings(workdir: pathlib.Path) -> dict | None:
+    """The side's optimisation settings as run (its config.json), or None where it has none."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    return {key: config[key] for key in SETTINGS if key in config}
+
+
 def collect(out: pathlib.Path) -> list[dict]:
     """One row per finished point: budget, seed, and per method CPU seconds, accuracy, agreement."""
     rows = []
@@ -260,12 +272,14 @@ def collect(out: pathlib.Path) -> list[dict]:
             side = summary[method]
             row[fm_key(views) if method == "function_matching" else method] = {"cpu_seconds": side["cpu_seconds"], "accuracy": side["accuracy"],
                            "agreement": side["agreement"], "steps": side["steps"],
-                           "validation_accuracy": _validation(summary_path.parent / method)}
+                           "validation_accuracy": _validation(summary_path.parent / method),
+                           "settings": _settings(summary_path.parent / method)}
         refill_path = summary_path.parent / "labels_all_refill.json"
         if refill_path.exists():
             refill = json.loads(refill_path.read_text())
             row["labels_all"] = {**{k: refill[k] for k in ("cpu_seconds", "accuracy", "agreement", "steps", "first_run")},
-                                 "validation_accuracy": _validation(summary_path.parent / "labels_all_refill")}
+                                 "validation_accuracy": _validation(summary_path.parent / "labels_all_refill"),
+                                 "settings": _settings(summary_path.parent / "labels_all_refill")}
         warm_path = summary_path.parent / "warm_start.json"
         if warm_path.exists():
             warm = json.loads(warm_path.read_text())
@@ -321,6 +335,14 @@ def table(rows: list[dict]) -> str:
     found = crossover(rows)
     lines.append(f"Crossover (seed-mean test accuracy, function matching ahead of labels on every image): "
                  + (f"at {found:g}×." if found is not None else f"none within the measured budgets ({budgets})."))
+    for key, name in _methods(rows).items():  # the settings each side ran with, where every point agrees
+        seen = {json.dumps(r[key].get("settings"), sort_keys=True) for r in rows if key in r}
+        if len(seen) == 1 and (settings := json.loads(seen.pop())):
+            lines.append(f"Settings, {name}: " + ", ".join(
+                f"{k} {settings[k]:g}" if isinstance(settings[k], float) else f"{k} {settings[k]}"
+                for k in SETTINGS if k in settings) + ".")
+        elif len(seen) > 1:
+            lines.append(f"Settings, {name}: differ between points (patience.json has each point's).")
     for key in (k for k in _methods(rows) if k.startswith("function_matching_k")):
         ran = [r for r in rows if key in r]
         found = crossover(rows, key)

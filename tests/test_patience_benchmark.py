@@ -18,9 +18,14 @@ def patience():
     return load_script("patience.py", "patience_benchmark")
 
 
-def _point(out, patience, budget, seed, fm, everything, subset, cpu, views=16):
+def _point(out, patience, budget, seed, fm, everything, subset, cpu, views=16, fm_weight_decay=None):
     workdir = patience.point_dir(out, budget, seed, views)
     workdir.mkdir(parents=True)
+    if fm_weight_decay is not None:  # the sides' config.json, as the runs write them
+        for side, settings in (("function_matching", {"learning_rate": 0.01, "weight_decay": fm_weight_decay}),
+                               ("labels_all", {"learning_rate": 0.03, "weight_decay": 1e-4, "mixup_p": 0.0})):
+            (workdir / side).mkdir()
+            (workdir / side / "config.json").write_text(json.dumps({**settings, "optimizer": "adam", "seed": seed}))
     side = lambda acc: {"accuracy": acc, "agreement": acc + 0.01, "cpu_seconds": cpu, "steps": 100}
     summary = {"budget": budget, "seed": seed, "teacher": {"accuracy": 0.96}, "function_matching": {**side(fm), "views": views},
                "labels_all": side(everything), "labels_subset": side(subset)}
@@ -35,9 +40,9 @@ def _ran(ran, tail):
 
 
 def test_done_points_are_skipped_and_the_crossover_is_the_first_budget_ahead(tmp_path, patience, monkeypatch, capsys):
-    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 360.0)
-    _point(tmp_path, patience, 1, 1, 0.86, 0.87, 0.84, 370.0)  # seed mean at 1×: 2 points behind
-    _point(tmp_path, patience, 2, 0, 0.89, 0.885, 0.84, 720.0)  # 0.5 ahead at 2×
+    _point(tmp_path, patience, 1, 0, 0.85, 0.88, 0.83, 360.0, fm_weight_decay=1e-3)
+    _point(tmp_path, patience, 1, 1, 0.86, 0.87, 0.84, 370.0, fm_weight_decay=1e-3)  # seed mean at 1×: 2 points behind
+    _point(tmp_path, patience, 2, 0, 0.89, 0.885, 0.84, 720.0, fm_weight_decay=1e-3)  # 0.5 ahead at 2×
     monkeypatch.setattr(patience.subprocess, "run", lambda *a, **k: pytest.fail(f"ran a done point: {a}"))
     monkeypatch.setattr(sys, "argv", ["patience.py", "--out", str(tmp_path), "--budgets", "1,2", "--seeds", "1"])
     assert patience.main() == 0
@@ -46,6 +51,8 @@ def test_done_points_are_skipped_and_the_crossover_is_the_first_budget_ahead(tmp
     table = (tmp_path / "patience.md").read_text()
     assert "| 1× | 0 | 16 | 6.0 | 100 % | 85.0 / 86.0 % | 88.0 / 89.0 % | 83.0 / 84.0 % | not run | -3.0 | – | 3.0 |" in table
     assert "function matching ahead of labels on every image): at 2×." in table
+    assert "Settings, function matching: optimizer adam, learning_rate 0.01, weight_decay 0.001." in table
+    assert "Settings, labels, every image: optimizer adam, learning_rate 0.03, weight_decay 0.0001, mixup_p 0." in table
     assert (tmp_path / "patience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skipped" in capsys.readouterr().out
     # Behind at every budget: no crossover, and the table says within which budgets.
