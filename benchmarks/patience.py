@@ -133,15 +133,9 @@ def _done_point(out: pathlib.Path, budget: float, seed: int, views: int = VIEWS)
 
 def _side(workdir: pathlib.Path, teacher_path: pathlib.Path, data_dir: pathlib.Path, config) -> dict:
     """A side's test accuracy and agreement with the teacher: evaluated once (`workdir/evaluation.json`)."""
-    from funmatch.evaluation import evaluate_models
-    from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.commands import demo
 
-    path = workdir / "evaluation.json"
-    if not path.exists():
-        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=data_dir, split="test",
-                                 latency=False, config=config)
-        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
-    evaluation = json.loads(path.read_text())
+    evaluation = demo.evaluate_once(workdir, teacher_path, data_dir, config)
     return {"accuracy": evaluation["student"]["accuracy_top1"], "agreement": evaluation["fidelity"]["agreement_top1"]}
 
 

@@ -258,6 +258,20 @@ def _label_student(out: pathlib.Path, name: str, config, data_dir: pathlib.Path,
     return workdir
 
 
+def evaluate_once(workdir: pathlib.Path, teacher_path, data_dir: pathlib.Path, config, *, latency: bool = False) -> dict:
+    """`workdir/student.keras` against the teacher on `data_dir`'s test split (`evaluate_models`), evaluated
+    once: kept in `workdir/evaluation.json`, which a re-run reads."""
+    from funmatch.evaluation import evaluate_models
+    from funmatch.training.checkpoints import atomic_write_text
+
+    path = workdir / "evaluation.json"
+    if not path.exists():
+        result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=data_dir, split="test",
+                                 latency=latency, config=config)
+        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
+    return json.loads(path.read_text())
+
+
 def _demo_entry(name: str) -> bool:
     """Whether `name` is one the demo writes into its folder (a run, a dataset, the targets, a plan, the report)."""
     stem = name.split(".")[0]
@@ -292,7 +306,6 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     function-matching side; each run measures its own label-step cost). `references` names the label-trained
     references to run (`benchmarks/patience.py` runs only "labels_all"). The summary is printed at the end (with
     `progress=False` too: it is the command's result)."""
-    from funmatch.evaluation import evaluate_models
     from funmatch.reporting import write_report
     from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.distill import distill
@@ -337,14 +350,8 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     for name, data in label_runs.items():
         workdirs[name] = _label_student(out, name, config, data, teacher_path, fm_cpu, progress, quick=quick)
     say("funmatch demo: 5/6 evaluate the three students against the teacher")
-    evaluations = {}
-    for name, workdir in workdirs.items():
-        path = workdir / "evaluation.json"
-        if not path.exists():
-            result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=data_dir, split="test",
-                                     latency=not quick, config=config)
-            atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
-        evaluations[name] = json.loads(path.read_text())
+    evaluations = {name: evaluate_once(workdir, teacher_path, data_dir, config, latency=not quick)
+                   for name, workdir in workdirs.items()}
     say("funmatch demo: 6/6 write the report")
     unlabeled = counts["labels_all"] - counts["labels_subset"]
     titles = {"function_matching": f"function matching ({counts['labels_subset']:,} + {unlabeled:,} images, no label read)",
