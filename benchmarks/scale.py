@@ -44,10 +44,11 @@ exec; the runner now makes them in a child.) About 0.8 GB of every figure is Ten
 CPU falls with size where a fixed start-up cost (~7 s) dominates; the distill stage's CPU doubles from 1/32
 to 1/8 for the same 300 steps because the stored-targets stream fills its shuffle buffer (the recipe's
 250,000) before the first batch: min(N, 250,000) record pairs, held undecoded (1.57 GB here with ~0.7 KB
-records; at ImageNet's ~110 KB records the same buffer is the ~55 GB of issue 22). Start-up at full size,
+records; at ImageNet's ~110 KB records the same buffer would be ~55 GB: the stream now caps it in bytes,
+`SHUFFLE_MAX_BYTES`, 1 GiB, and says so). Start-up at full size,
 by the counts: 1,252 train shards, ~60 MB read (12 bytes per record header, 2 x 16 KiB probe per shard),
 1.7 s CPU for the 1.28 M headers (1.34 µs each, measured) in a warm page cache.
-
+"""
 
 from __future__ import annotations
 

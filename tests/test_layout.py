@@ -207,3 +207,17 @@ def test_flag_form_errors_answer_before_tensorflow_or_jax(argv, message, tmp_pat
     assert message in result["stderr"]
     assert result["heavy"] == [], f"funmatch {' '.join(argv)} imported {result['heavy']}"
     assert not (tmp_path / "z").exists()  # nothing was written
+
+
+def test_every_script_of_the_repository_parses():
+    """benchmarks/, scripts/ and .ci/ are run by hand or by CI, not imported by the package: a syntax error there
+    (an unclosed docstring) would otherwise show only when someone runs the script."""
+    root = SRC.parent
+    python = sorted([*root.glob("benchmarks/*.py"), *root.glob("scripts/*.py")])
+    shell = sorted([*root.glob("benchmarks/*.sh"), *root.glob("scripts/*.sh"), root / ".ci" / "run"])
+    assert len(python) >= 10 and any(path.name == "scale.py" for path in python)
+    for path in python:
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")  # a SyntaxError names the file and line
+    for path in shell:
+        result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{path}: {result.stderr}"
