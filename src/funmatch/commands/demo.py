@@ -30,7 +30,7 @@ images) and before the all-labels reference: 7 min 42 s in all on 2 idle CPU cor
 86.2 % test in 6.0 CPU minutes (2.6 for the targets of 16 views, 3.5 for 3,000 training steps), the
 1,000-label student 83.4 % in the same CPU time. The current demo's figures: the README and
 `benchmarks/patience.py`.
-`--quick` runs the same pipeline in about two minutes (2 min 09 s on 2 CPU cores, TensorFlow backend).
+`--quick` runs the same pipeline as a 20-step smoke run (66 s wall on 2 idle vCPUs, TensorFlow backend: README).
 Re-running the same command reuses what is done (each step is resumable).
 
 `run_demo` lives with its command: it only strings together the libraries of the other commands
