@@ -92,8 +92,13 @@ def make_images(labels, size: int, rng, patterns):
     mix = 0.5 + 0.5 * np.sin(frequency[labels][:, None, None] * along + phase)
     low, high = colours[labels, 0][:, None, None, :], colours[labels, 1][:, None, None, :]
     image = low + mix[..., None] * (high - low) + rng.normal(0, 12, (len(labels), size, size, 3))
-    # A patch of a random colour at a random place: images of a class differ by more than noise (else some
-    # of them are near-duplicates of each other, which `add_unlabeled` refuses across splits).
+    # Images of a class must differ by more than pixel noise, else some are near-duplicates of each other,
+    # which `add_unlabeled` refuses across splits: its 8 x 8 grey thumbnail averages the noise away, and with
+    # one random patch alone 1/2 scale had a test image and an unlabelled one within its rule. A random 4 x 4
+    # brightness field per image (std 24 grey levels, upsampled) and a patch of a random colour at a random place.
+    cells = rng.normal(0, 24, (len(labels), 4, 4)).astype(np.float32)
+    field = np.repeat(np.repeat(cells, -(-size // 4), axis=1), -(-size // 4), axis=2)[:, :size, :size]
+    image += field[..., None]
     side = size // 3
     corners = rng.integers(0, size - side + 1, (len(labels), 2))
     patches = rng.integers(0, 256, (len(labels), 3))
