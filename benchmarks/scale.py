@@ -1,6 +1,7 @@
 """ImageNet-shaped data through every stage: 1,281,167 tiny JPEGs in 1,000 classes, at 1/8, 1/2 or full size.
 
-    nice -n 10 python benchmarks/scale.py --scale 0.125          # 160,146 train images (~15 min here)
+    nice -n 10 python benchmarks/scale.py --scale 0.125          # 160,146 train images (~6 min on one core)
+    python benchmarks/scale.py --scale 1 --work /big/disk/scale  # 1,281,167 (~28 min on one core)
     python benchmarks/scale.py --scale 0.125 0.5 1 --work /big/disk/scale
 
 Makes `round(scale · 1,281,167)` train and `round(scale · 25,000)` validation and test images of 1,000
@@ -26,28 +27,31 @@ otherwise count in a child's peak RSS.
 Targets: peak RSS < 4 GB in every stage, start-up < 10 s, no stage super-linear in N (compare the
 per-image figures across scales). The machine and its load average are printed with every table.
 
-Measured (this machine: 2 CPU cores shared with other jobs, load average 15-27 throughout, `nice -n 10`,
-TensorFlow, 16 px; CPU seconds are the figures to compare, wall times reflect the load), 1/32 and 1/8:
+Measured 2026-12-07 on a 2-vCPU Intel Xeon VM, TensorFlow, 16 px, each run pinned to one core with
+`taskset -c 1` while the other core ran a benchmarks/patience.py point (1/8, 1/2) or the test suite (full);
+load average 2.3-4.3. CPU seconds of the stage's process and its children; µs per image (per view for
+targets); peak RSS of the stage:
 
-    stage                         1/32: CPU s  µs/img  peak RSS    1/8: CPU s  µs/img  peak RSS
-    prepare                             41.6   1,000   0.84 GB         124.6     749   <= 1.04 GB*
-    start-up checks (fresh process)      7.9     191   0.83 GB           6.8      41   <= 1.04 GB*
-      verify_split, all splits        0.19 s wall, 1.9 MB read    1.64 s wall, 7.5 MB read (157 shards)
-    targets (K=2, top-10; per view)     31.8     397   0.96 GB         107.0     334   <= 1.04 GB*
-      store vs estimate               3.2 MB, 1.003x              12.9 MB, 1.002x
-    distill --targets (300 steps)       54.0       -   1.16 GB         108.3       -   1.57 GB
-    evaluate (test, 2 models)            9.7   6,181   0.91 GB          13.7   2,196   1.04 GB
-    unlabeled union (+1/8 as files)     48.1   1,068   0.85 GB         144.6     802   0.87 GB
+    stage                          1/8: CPU s  µs/img  peak RSS   1/2: CPU s  µs/img  peak RSS   full: CPU s  µs/img  peak RSS
+    make (not a stage)                   24.9     150   0.93 GB         85.7     129   0.96 GB         152.9     115   0.96 GB
+    prepare                              44.8     269   0.75 GB        149.9     225   0.77 GB         286.9     216   0.79 GB
+    start-up checks (fresh process)       3.7      22   0.73 GB          4.4       7   0.73 GB           5.4       4   0.73 GB
+      verify_split, all splits        0.11 s, 7.5 MB read (157)   0.54 s, 29.5 MB read (626)     1.17 s, 58.9 MB read (1,252 shards)
+    targets (K=2, top-10; per view)      59.0     184   1.16 GB        214.8     168   2.04 GB         454.4     177   3.33 GB
+      store vs estimate               12.9 MB, 1.003x             51.5 MB, 1.002x                103.1 MB, 1.002x
+    distill --targets (300 steps)        48.7       -   1.65 GB         29.3       -   2.25 GB          40.2       -   2.95 GB
+    evaluate (test, 2 models)             6.2     986   0.94 GB          9.7     388   1.30 GB          15.5     310   1.80 GB
+    unlabeled union (+1/8 as files)      47.9     266   0.77 GB      stopped*                           428.9     298   0.87 GB
 
-(*: that run's runner had made the images itself, and a child's peak RSS counts its parent's ~1 GB until
-exec; the runner now makes them in a child.) About 0.8 GB of every figure is TensorFlow's import. Per-image
-CPU falls with size where a fixed start-up cost (~7 s) dominates; the distill stage's CPU doubles from 1/32
-to 1/8 for the same 300 steps because the stored-targets stream fills its shuffle buffer (the recipe's
-250,000) before the first batch: min(N, 250,000) record pairs, held undecoded (1.57 GB here with ~0.7 KB
-records; at ImageNet's ~110 KB records the same buffer would be ~55 GB: the stream now caps it in bytes,
-`SHUFFLE_MAX_BYTES`, 1 GiB, and says so). Start-up at full size,
-by the counts: 1,252 train shards, ~60 MB read (12 bytes per record header, 2 x 16 KiB probe per shard),
-1.7 s CPU for the 1.28 M headers (1.34 µs each, measured) in a warm page cache.
+(*: at 1/2 two synthetic unlabelled images fell within `add_unlabeled`'s near-duplicate rule of test images,
+and the stage stopped, as it should; the generator then got a per-image brightness field, and the full run
+used it: none of its 160,146 unlabelled images is a near-duplicate of its 25,000 test images. The 1/8 and
+1/2 runs are from the earlier generator.) Every stage stays under 4 GB, start-up under 10 s, and the CPU per
+image stays flat or falls with N (fixed costs; the union's index lookups grow slightly, 266 -> 298 µs).
+What grows with N is bounded by a cap: the targets' decoded-image cache (N x 768 bytes at 16 px: 0.98 GB at
+full size, under its 1 GiB cap; above the cap each view decodes its image again) and the stored-targets
+stream's record-pair shuffle (`SHUFFLE_MAX_BYTES`, 1 GiB); the evaluation's peak grows with the evaluated
+split's logits (two models x 1,000 classes per image).
 """
 
 from __future__ import annotations
