@@ -241,10 +241,11 @@ def add_unlabeled(data_dir, source: str, out_dir, *, ratio: float = 0.0, seed: i
     card_sha256 = hashlib.sha256((data_dir / tfrecords.CARD_NAME).read_bytes()).hexdigest()
     settings = {"data_card_sha256": card_sha256, "ratio": float(ratio), "seed": int(seed)}
     if (out_dir / tfrecords.CARD_NAME).is_file():
-        existing = (tfrecords.load_card(out_dir).get("unlabeled") or {}).get("identity")
+        existing = tfrecords.load_card(out_dir)
         by_path = {"source": os.path.abspath(source.removeprefix("folder:")), **settings}  # folders written before
-        if existing in (by_path, {"source_sha256": source_fingerprint(source), **settings}):
-            return tfrecords.load_card(out_dir)
+        if (existing.get("unlabeled") or {}).get("identity") in (
+                by_path, {"source_sha256": source_fingerprint(source), **settings}):
+            return existing
         raise FunmatchError(f"{out_dir}: holds another dataset; choose a new folder or remove it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FunmatchError(f"{out_dir}: exists and holds no dataset card (files funmatch did not write?); "
