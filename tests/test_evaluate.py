@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -275,6 +277,40 @@ def test_evaluate_models_matches_hand_computed_values(colour_dataset, colour_mod
         teacher_block["latency"]["batch_64"]["median_ms"] / student["latency"]["batch_64"]["median_ms"])
     summary = format_summary(report)
     assert "62.50 %" in summary and "87.50 %" in summary and "c_class" in summary and "-50.00 pt" in summary
+
+
+def test_a_reused_teacher_is_run_and_timed_once_for_several_students(colour_dataset, colour_models, tmp_path,
+                                                                      monkeypatch):
+    """`reuse`: the demo evaluates three students against one teacher; the teacher's pass over the split and
+    its latency are measured once, and its block is the same; a rewritten file is evaluated again."""
+    from funmatch.evaluation import evaluate as module
+
+    student_path, teacher = colour_models
+    teacher_path = tmp_path / "teacher.keras"
+    teacher.save(teacher_path)
+    passes, timed = [], []
+    real_logits, real_cost = module._logits_on_split, module.model_cost
+    monkeypatch.setattr(module, "_logits_on_split", lambda model, *a, **k: passes.append(a[-1]) or real_logits(model, *a, **k))
+    monkeypatch.setattr(module, "model_cost", lambda model, path, *a, **k: timed.append(path) or real_cost(model, path, *a, **k))
+    other_student = tmp_path / "other_student.keras"
+    shutil.copyfile(student_path, other_student)
+    reuse = {}
+    first = module.evaluate_models(student_path, teacher_path, data_dir=colour_dataset, latency=True, latency_repeats=2,
+                                   reuse=reuse)
+    second = module.evaluate_models(other_student, teacher_path, data_dir=colour_dataset, latency=True, latency_repeats=2,
+                                    reuse=reuse)
+    assert passes == ["student", "teacher", "student"] and timed == [str(student_path), str(teacher_path), str(other_student)]
+    assert second["teacher"] == first["teacher"] and second["fidelity"] == first["fidelity"]
+    assert second["teacher"]["accuracy_top1"] == pytest.approx(TEACHER_ACCURACY)
+    assert second["ratios"]["latency_batch_64"] == pytest.approx(
+        first["teacher"]["latency"]["batch_64"]["median_ms"] / second["student"]["latency"]["batch_64"]["median_ms"])
+    # Other latency settings, or the same path holding a new file: evaluated again.
+    module.evaluate_models(student_path, teacher_path, data_dir=colour_dataset, latency=False, reuse=reuse)
+    assert passes[-2:] == ["student", "teacher"]
+    teacher.save(teacher_path)
+    os.utime(teacher_path, ns=(1, 1))
+    module.evaluate_models(other_student, teacher_path, data_dir=colour_dataset, latency=False, reuse=reuse)
+    assert passes[-2:] == ["student", "teacher"] and len(passes) == 7
 
 
 @pytest.mark.both_backends

@@ -258,16 +258,18 @@ def _label_student(out: pathlib.Path, name: str, config, data_dir: pathlib.Path,
     return workdir
 
 
-def evaluate_once(workdir: pathlib.Path, teacher_path, data_dir: pathlib.Path, config, *, latency: bool = False) -> dict:
+def evaluate_once(workdir: pathlib.Path, teacher_path, data_dir: pathlib.Path, config, *, latency: bool = False,
+                  reuse: dict | None = None) -> dict:
     """`workdir/student.keras` against the teacher on `data_dir`'s test split (`evaluate_models`), evaluated
-    once: kept in `workdir/evaluation.json`, which a re-run reads."""
+    once: kept in `workdir/evaluation.json`, which a re-run reads. `reuse`: `evaluate_models`' (the teacher
+    is run, and its latency measured, once for all the students that share the dict)."""
     from funmatch.evaluation import evaluate_models
     from funmatch.training.checkpoints import atomic_write_text
 
     path = workdir / "evaluation.json"
     if not path.exists():
         result = evaluate_models(workdir / "student.keras", teacher_path, data_dir=data_dir, split="test",
-                                 latency=latency, config=config)
+                                 latency=latency, config=config, reuse=reuse)
         atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str))
     return json.loads(path.read_text())
 
@@ -350,7 +352,8 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     for name, data in label_runs.items():
         workdirs[name] = _label_student(out, name, config, data, teacher_path, fm_cpu, progress, quick=quick)
     say("funmatch demo: 5/6 evaluate the three students against the teacher")
-    evaluations = {name: evaluate_once(workdir, teacher_path, data_dir, config, latency=not quick)
+    teacher_evaluated: dict = {}  # the teacher's logits and latency, measured once for the three students
+    evaluations = {name: evaluate_once(workdir, teacher_path, data_dir, config, latency=not quick, reuse=teacher_evaluated)
                    for name, workdir in workdirs.items()}
     say("funmatch demo: 6/6 write the report")
     unlabeled = counts["labels_all"] - counts["labels_subset"]

@@ -58,6 +58,7 @@ Report (JSON; keys are stable, values are plain numbers, strings, lists or null)
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 from typing import Any
 
@@ -153,6 +154,7 @@ def evaluate_models(
     latency_max_seconds: float = 10.0,
     crop_fraction: float | None = None,
     config=None,
+    reuse: dict | None = None,
 ) -> dict[str, Any]:
     """Evaluates a student (and its teacher) on one split of a prepared dataset; returns the report.
 
@@ -198,6 +200,14 @@ def evaluate_models(
     named = [("student", student)] + ([("teacher", teacher)] if teacher is not None else [])
     blocks, results = {}, {}
     for flag, given in named:
+        key = None
+        if reuse is not None and isinstance(given, (str, os.PathLike)) and pathlib.Path(given).is_file():
+            stat = pathlib.Path(given).stat()
+            key = (str(pathlib.Path(given).resolve()), stat.st_size, stat.st_mtime_ns, str(pathlib.Path(data_dir).resolve()),
+                   split, batch_size, crop_fraction, latency, latency_repeats, latency_max_seconds)
+            if key in reuse:
+                blocks[flag], results[flag] = reuse[key]
+                continue
         model, path = resolve_model(given, flag)
         resolution = model_resolution(model, flag)
         spec = eval_pp(resolution, model_crop_fraction(model) if crop_fraction is None else crop_fraction)
@@ -211,6 +221,8 @@ def evaluate_models(
                           latency_max_seconds=latency_max_seconds)
         blocks[flag] = _model_block(model, path, resolution, spec, result["logits"], result["labels"], cost)
         results[flag] = result
+        if key is not None:
+            reuse[key] = (blocks[flag], result)
 
     labels = results["student"]["labels"]
     student_accuracy, counts = per_class_accuracy(results["student"]["logits"], labels, num_classes)
