@@ -283,6 +283,43 @@ def test_view_cache_yields_the_same_batches_bit_for_bit(store, data, caplog):
     _assert_same_bits(cached[9:], resumed)
 
 
+def test_holding_every_view_yields_the_same_batches(store, data, caplog):
+    """A run that makes more passes than the store has views (K = 3; 40 batches of 8 over 48 examples: 7
+    passes) holds every view once made: the same batches as the pass-by-pass cache, from a resumed step too."""
+    import logging
+
+    store_dir, card = store
+    n = int(card["data"]["num_examples"])
+    per_pass = _stream(store_dir, data, 40, resolution=32, seed=6, batch_size=8)
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):
+        held = _stream(store_dir, data, 40, resolution=32, seed=6, batch_size=8, steps=40)
+    assert any(f"every view held: 3 views x {n:,} examples" in r.getMessage() and "run's 7 passes" in r.getMessage()
+               for r in caplog.records)
+    _assert_same_bits(per_pass, held)
+    assert len({int(b["view"][0]) for b in held}) == 3  # every view read, most of them twice
+    resumed = _stream(store_dir, data, 15, resolution=32, seed=6, batch_size=8, start_step=25, steps=40)
+    _assert_same_bits(per_pass[25:], resumed)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="funmatch.targets"):  # 3 passes over 3 views: nothing to hold
+        _stream(store_dir, data, 1, resolution=32, seed=6, batch_size=8, steps=18)
+    assert any("every view held: not used (3 passes over 3 stored views" in r.getMessage() for r in caplog.records)
+
+
+def test_every_view_plan_needs_more_passes_than_views_and_respects_its_cap():
+    from funmatch.distill import targets
+
+    card = {"seed": 0, "mixup_p": 1.0, "mode": "function_matching", "view_spec": targets.view_spec(), "views": 4,
+            "data": {"num_examples": 500}}
+    per_pass = 500 * 32 * 32 * 3  # uint8 32 px views
+    plan = targets.every_view_plan(card, 32, passes=9, max_bytes=(4 + 2) * per_pass)
+    assert plan["use"] and plan["bytes"] == 6 * per_pass and "made once for the run's 9 passes" in plan["reason"]
+    assert not targets.every_view_plan(card, 32, passes=9, max_bytes=6 * per_pass - 1)["use"]
+    assert not targets.every_view_plan(card, 32, passes=4)["use"]  # K = 4: no view would be made twice
+    assert not targets.every_view_plan(card, 32, passes=None)["use"]
+    assert not targets.every_view_plan(card, 32, passes=9, process_count=2)["use"]
+    assert not targets.every_view_plan({**card, "mode": "consistent", "mixup_p": 0.0}, 32, passes=9)["use"]
+
+
 def test_view_cache_views_for_the_teacher_are_the_same_bits(store, data):
     """Generation's views, with the cache and without, for units in any order (runs of one view)."""
     from funmatch.distill import targets

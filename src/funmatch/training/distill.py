@@ -280,7 +280,7 @@ def distill(
                 store_dir, data_dir, per_process_batch, resolution=config.student_resolution, seed=config.seed,
                 start_step=start_step, shuffle_buffer=config.shuffle_buffer or None, card=stored_card,
                 student_spec=train_pp(config, "fixed_teacher") if config.mode == "fixed_teacher" else None,
-                process_index=process_index, process_count=process_count,
+                process_index=process_index, process_count=process_count, steps=config.steps,
             )
         return pipeline.train_dataset(
             data_dir, config.train_split, train_pp(config, config.mode), per_process_batch, seed=config.seed,

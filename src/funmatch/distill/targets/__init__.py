@@ -64,7 +64,10 @@ Every view of a pass is needed twice (as an example's own view and as another's 
 passes of views fit under a cap (1 GiB by default; `view_cache_plan` decides and says why), training
 makes each view once per pass and mixes from memory: the same bits, about a quarter less host CPU per
 mixed view here. With format 2 and every decoded image under a second cap (1 GiB; `decoded.py`), each
-image is decoded once for the whole run and every pass's views are cut from memory. Generation decodes
+image is decoded once for the whole run and every pass's views are cut from memory; and when the run makes
+more passes than there are views (the demo: 78 passes over 16 views) and all K·N views fit under the view
+cache's cap (`every_view_plan`; the demo's take 0.6 GB), every view is made once for the whole run and a pass
+is a gather and a mix (`train_dataset(steps=...)`; `funmatch distill` passes its steps). Generation decodes
 every image once for all of its K views and partners the same way (the pass's view cache,
 `generate(view_cache_max_bytes=...)`, is off by default there, as the teacher's forward pass dominates).
 
@@ -118,6 +121,7 @@ from funmatch.distill.targets.views import (
     ViewMaker,
     _parse,  # noqa: F401 (tests)
     _records_from,  # noqa: F401 (tests)
+    every_view_plan,
     folded_beta,
     partner_and_coefficient,
     view_cache_plan,
@@ -144,6 +148,7 @@ __all__ = [
     "dataset_card_sha256",
     "decode_rows",
     "encode_rows",
+    "every_view_plan",
     "file_sha256",
     "fill_spec",
     "folded_beta",

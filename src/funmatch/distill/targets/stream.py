@@ -7,7 +7,7 @@ import os
 import pathlib
 
 from funmatch.distill.targets.batches import batch_rows, batch_unit_path, batch_views, check_batches_for_run, unit_steps
-from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_images, one_pass_from_decoded
+from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_images, image_at, one_pass_from_decoded
 from funmatch.distill.targets.store import _npy_header_bytes, _tf_topk_to_log_probs, load_card, row_dtype, unit_path
 from funmatch.distill.targets.views import (
     ViewMaker,
@@ -16,6 +16,7 @@ from funmatch.distill.targets.views import (
     _parse,
     _pick,
     _records_from,
+    every_view_plan,
     view_cache_plan,
 )
 from funmatch.errors import FunmatchError
@@ -111,6 +112,7 @@ def train_dataset(
     view_cache_max_bytes: int | None = None,
     decoded_cache_max_bytes: int | None = None,
     shuffle_max_bytes: int | None = None,
+    steps: int | None = None,
 ):
     """An infinite, deterministic stream of training batches paired with stored targets.
 
@@ -139,6 +141,9 @@ def train_dataset(
         1 GiB): the buffer is min(shuffle_buffer, shuffle_max_bytes / (2 x mean record + row)). At
         ImageNet's ~110 KB records that is ~4,900 pairs (about 1 GiB) where 250,000 pairs would hold
         ~55 GB; EuroSAT's whole split (27,000 pairs of ~3 KB) fits under it. Logged when it binds.
+      steps: the run's last step (its total), when known: a run that makes more passes than the store has
+        views then holds every view once made, with the decoded cache, under the view cache's cap
+        (`every_view_plan`): a pass after the first K costs no view making. Logged; the same bits either way.
 
     A per-batch mixup store (its card's `batches`; `funmatch.distill.targets.batches`) gives its own batches:
     `batch_size` x processes must be its batch, the order, crops and coefficients are the store's (`seed`,
@@ -234,6 +239,12 @@ def train_dataset(
         # The pass also reads its view's target rows ([N] strings), in the background like its views.
         decoded_plan = decoded_cache_plan(card, data_dir, max_bytes=decoded_cache_max_bytes)
         _log_plan(decoded_plan)
+        passes = None if steps is None else max(0, -(-int(steps) * batch_size // local_count) - start_epoch)
+        every_plan = every_view_plan(card, resolution, passes=passes, process_count=process_count,
+                                     max_bytes=view_cache_max_bytes)
+        hold_every_view = decoded_plan["use"] and every_plan["use"]
+        if decoded_plan["use"]:
+            _log_plan(every_plan)
 
         def pass_of_epoch(epoch, decoded=None):
             view = view_of_epoch(seed, num_views, epoch)
@@ -245,6 +256,28 @@ def train_dataset(
         def passes_from(*decoded):  # decoded: the element of `decoded_images` (every image, decoded once)
             return tf.data.Dataset.range(start_epoch, tf.int64.max).flat_map(
                 lambda epoch: pass_of_epoch(epoch, decoded or None)).prefetch(1)
+
+        def every_view(pixels, row_splits, shapes, labels):
+            """One element: every (view, example)'s partial view, view-major [K·N, ...], its coefficient
+            [K·N], the labels [N] and the target rows [K·N] (the same ops as `one_pass_from_decoded`)."""
+            def make(position):
+                view, index = position // total, position % total
+                image = image_at(maker, pixels, row_splits, shapes, index)
+                return maker.partial_from_decoded(image, index, view), maker.coefficient(index, view)
+
+            made = tf.data.Dataset.range(num_views * total).map(make, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                 deterministic=True).batch(num_views * total)
+            rows = tf.data.Dataset.range(num_views).flat_map(targets_of_view).batch(num_views * total)
+            return tf.data.Dataset.zip(made, rows).map(lambda views, every_row: (*views, labels, every_row))
+
+        def passes_of_every_view(images, coefficients, labels, rows):
+            def pass_of(epoch):
+                view = view_of_epoch(seed, num_views, epoch)
+                first = view * total
+                return (epoch, view, images[first: first + total], coefficients[first: first + total], labels,
+                        rows[first: first + total])
+
+            return tf.data.Dataset.range(start_epoch, tf.int64.max).map(pass_of).prefetch(1)
 
         def examples_of_pass(epoch, view, images, coefficients, labels, rows):
             shift = tf.gather(shifts_t, view)
@@ -263,7 +296,12 @@ def train_dataset(
             return decode_targets({**batch, "image": image})
 
         with pipeline._without_global_seed():  # noqa: SLF001
-            passes = decoded_images(maker, paths, total).flat_map(passes_from) if decoded_plan["use"] else passes_from()
+            if hold_every_view:
+                passes = decoded_images(maker, paths, total).flat_map(every_view).flat_map(passes_of_every_view)
+            elif decoded_plan["use"]:
+                passes = decoded_images(maker, paths, total).flat_map(passes_from)
+            else:
+                passes = passes_from()
             stream = passes.flat_map(examples_of_pass)
         stream = stream.skip(start_offset).batch(batch_size, drop_remainder=True)
         stream = stream.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -214,6 +214,34 @@ def view_cache_plan(card: dict, resolution: int, *, process_count: int = 1, exam
                                            "each view decoded once per pass"}
 
 
+def every_view_plan(card: dict, resolution: int, *, passes: int | None, process_count: int = 1,
+                    max_bytes: int | None = None) -> dict[str, Any]:
+    """Whether a training stream that makes `passes` passes holds every view of every example once made
+    (K·N `partial` views, made once for the whole run), and why.
+
+    Pays when the run makes more passes than the store has views (K): each pass after the first K then
+    costs a gather and a mix, no view making. Needs what the view cache needs, plus the known number of
+    passes; held: K + 2 passes (the views, the pass being read and the next one), under the view cache's
+    cap. Returns {"use", "bytes", "max_bytes", "reason"} like `view_cache_plan`.
+    """
+    max_bytes = VIEW_CACHE_MAX_BYTES if max_bytes is None else int(max_bytes)
+    n, views = int(card["data"]["num_examples"]), int(card["views"])
+    maker = ViewMaker(card, resolution)
+    per_view = _partial_bytes(maker, resolution) if maker.needs_partner() else None
+    held = (views + 2) * n * (per_view or 0)
+    plan = {"use": False, "bytes": int(held), "max_bytes": max_bytes}
+    if per_view is None or process_count > 1:
+        return {**plan, "reason": "every view held: not used (no view cache)"}
+    if passes is None or passes <= views:
+        return {**plan, "reason": f"every view held: not used ({'an unknown number of' if passes is None else passes} "
+                                  f"passes over {views} stored views: no view is made twice)"}
+    size = f"{views} views x {n:,} examples x {per_view:,} B (+ 2 passes) = {held / 2**20:,.0f} MiB"
+    if held > max_bytes:
+        return {**plan, "reason": f"every view held: not used ({size} > cap {max_bytes / 2**20:,.0f} MiB)"}
+    return {**plan, "use": True, "reason": f"every view held: {size} <= cap {max_bytes / 2**20:,.0f} MiB: each view "
+                                           f"made once for the run's {passes:,} passes"}
+
+
 def _partial_bytes(maker: ViewMaker, resolution: int) -> int | None:
     """Bytes of one `partial` view (static shape and dtype of the spec's per-example ops), else None."""
     import tensorflow as tf
