@@ -2,8 +2,9 @@
 # The compatibility matrix: funmatch on the software stacks its users run, CPU builds here.
 #   bash scripts/compat.sh [--root DIR] [--rows a,b] [--build-only] [--no-demo]
 # Each row gets its own virtual environment under DIR (default /tmp/funmatch-compat), built with pip from
-# the row's own pins (not constraints.txt) plus funmatch's `cpu` and `test` extras, funmatch installed
-# editable from this tree, so a fix is tried without a rebuild. A second run reuses an environment whose
+# the row's own pins (not constraints.txt) plus funmatch's `cpu`, `hub` and `test` extras and keras-hub
+# without its dependencies (as scripts/setup.sh installs it), funmatch installed editable from this tree,
+# so a fix is tried without a rebuild. A second run reuses an environment whose
 # pins are unchanged. Rows run one after another; per row:
 #   tests  the tests marked `both_backends` (the notebooks' smoke runs among them) on JAX
 #   demo   `funmatch demo --quick` on JAX: wall and CPU seconds, peak RSS
@@ -55,23 +56,27 @@ find_python() {  # find_python 3.12: an interpreter of that version, or nothing
 
 build() {  # build NAME PYTHON REQUIREMENTS: the row's venv, rebuilt only when its pins changed
   local name=$1 python=$2 requirements=$3 venv=$root/$1
-  local stamp="$python $requirements"
+  local stamp="$python $requirements + cpu,hub,test extras, keras-hub"
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.compat-pins" 2>/dev/null)" = "$stamp" ]; then return; fi
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
-  # funmatch's own requirements (with the cpu and test extras) beside the row's pins, then funmatch itself,
+  # funmatch's own requirements (with the cpu, hub and test extras) beside the row's pins, then funmatch itself,
   # editable; one editable install at a time, since each writes the tree's egg-info.
   local needs
   needs=$(python3 -c '
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print(" ".join(project["dependencies"] + project["optional-dependencies"]["cpu"] + project["optional-dependencies"]["test"]))
+extras = project["optional-dependencies"]
+print(" ".join(project["dependencies"] + extras["cpu"] + extras["hub"] + extras["test"]))
 ' "$repo/pyproject.toml")
   # shellcheck disable=SC2086  # the requirements are words
   "$venv/bin/python" -m pip install -q $requirements $needs
+  # keras-hub without its dependencies, as scripts/setup.sh installs it (its tensorflow-text would bring the
+  # full tensorflow beside tensorflow-cpu); the `hub` extra above is what its image models import.
+  "$venv/bin/python" -m pip install -q --no-deps keras-hub
   flock "$root/.editable.lock" "$venv/bin/python" -m pip install -q --no-deps -e "$repo"
-  "$venv/bin/python" -c "import funmatch, jax, keras, tensorflow, pytest"
+  "$venv/bin/python" -c "import funmatch, jax, keras, keras_hub, tensorflow, pytest"
   echo "$stamp" >"$venv/.compat-pins"
 }
 
