@@ -72,7 +72,7 @@ CALIBRATION_STEPS = 30  # label steps whose CPU cost sizes the label runs
 # Where function matching overtakes labels on every image, as a multiple of the demo's CPU budget, from
 # `benchmarks/patience.py` (None: not within MEASURED_BUDGETS, the budgets it has measured).
 CROSSOVER: float | None = None
-MEASURED_BUDGETS: tuple[float, ...] = (1.0, 4.0, 8.0)
+MEASURED_BUDGETS: tuple[float, ...] = (1.0, 4.0, 8.0, 16.0)
 
 
 def asset(*parts: str) -> pathlib.Path:
