@@ -273,7 +273,9 @@ def _step_callbacks(model, loop, others: Sequence[Any], **params):
 
     class StepCallbacks(keras.callbacks.CallbackList):
         def __init__(self):
-            super().__init__([loop, *others], add_history=True, model=model, **params)
+            # `loop` last: at a chunk's end the others (log.csv's row) write before its checkpoint, so a kill
+            # in between is undone on resume (`trim_records`) instead of losing the row.
+            super().__init__([*others, loop], add_history=True, model=model, **params)
             self._async_train = False  # nothing per step to hand to a thread
             self.per_step = [callback for callback in others if _has_step_hook(callback)]
 
