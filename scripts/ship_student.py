@@ -122,7 +122,7 @@ def ship(workdir, teacher_path, data_dir, summary_path, commands, out=OUT, note=
             "evaluated_on": f"the test split of {dataset.get('name', data_dir.name)} "
                             f"({dataset['splits']['test']['num_examples']} images)",
             "splits": {split: info["num_examples"] for split, info in dataset["splits"].items()},
-            "source": dataset.get("source"),
+            "source": _packaged(dataset.get("source")),
             "training_images": fm.get("images"),
         },
         "teacher": {
@@ -167,6 +167,15 @@ def ship(workdir, teacher_path, data_dir, summary_path, commands, out=OUT, note=
     (out / f"{NAME}.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "README.md").write_text(_readme(card))
     return card
+
+
+def _packaged(source):
+    """A prepare source inside some checkout's package assets, as the repository-relative path (the card
+    ships with the package; the machine's absolute path says nothing to a user)."""
+    marker = "/src/funmatch/assets/"
+    if isinstance(source, str) and marker in source:
+        return source.split(":", 1)[0] + ":src/funmatch/assets/" + source.split(marker, 1)[1]
+    return source
 
 
 def _readme(card) -> str:

@@ -8,6 +8,7 @@ which these 1,000 are a part: its accuracy here must lie within three binomial s
 
 import json
 import math
+import pathlib
 
 import pytest
 
@@ -49,3 +50,17 @@ def test_shipped_student_matches_its_card_on_the_embedded_test_split(evaluation)
     assert card["data"]["evaluated_on"] == "the test split of eurosat_mini (1000 images)"
     assert evaluation["student"]["accuracy_top1"] == pytest.approx(card["test_accuracy"], abs=0.0025)
     assert evaluation["fidelity"]["agreement_top1"] == pytest.approx(card["test_agreement"], abs=0.0025)
+
+
+def test_shipped_cards_name_no_path_of_the_machine_that_made_them():
+    """The cards ship inside the package: a data source under the package's assets is named relative to the
+    repository (scripts/ship_student.py writes it so), never by the absolute path where it was built."""
+    import sys
+
+    card = json.loads(demo.asset("students", "eurosat_student.json").read_text())
+    assert card["data"]["source"] == "folder:src/funmatch/assets/eurosat_mini"
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import ship_student
+
+    assert ship_student._packaged("folder:/any/checkout/src/funmatch/assets/eurosat_mini") == card["data"]["source"]
+    assert ship_student._packaged("folder:/data/flowers") == "folder:/data/flowers"
