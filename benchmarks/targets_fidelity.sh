@@ -5,11 +5,22 @@
 #     benchmarks/targets_fidelity.sh [OUT_DIR]        # default /tmp/funmatch_targets_fidelity
 #     VIEWS="4 16 64" STEPS=4800 CONFIG=eurosat benchmarks/targets_fidelity.sh
 #     VIEWS="16" PER_BATCH=1 SEEDS="0 1" benchmarks/targets_fidelity.sh   # + per-batch mixup stores, 2 seeds
+#     DATASET=flowers102 VIEWS="" FORMATS="full 50 10" SEEDS="0 1" benchmarks/targets_fidelity.sh  # storage formats
 #
 # PER_BATCH=1 adds a per-batch mixup store per seed (`funmatch targets --mixup per-batch`: the run's own
 # steps x 128 batches, one coefficient per batch, batch neighbours as partners, as online function matching
 # mixes) and its run. SEEDS (default "0"): the online and per-batch runs (and their stores) are repeated for
 # each seed; the per-example K stores are made for the first seed only.
+#
+# FORMATS (default none): storage formats compared per seed, each a store of FORMAT_VIEWS (default 16) views
+# and its run: `full` (every class's log-probability in float16) or a number k (`--top-k k`: the k largest).
+# Top-k stores serve temperature 1 only, so the recipe's temperature is set to 1 for every run when FORMATS
+# names one.
+#
+# DATASET=flowers102: the shared Flowers102 (official splits: 1,020 training images, 102 classes; judged on
+# its 6,149 test images), the `flowers102_cpu` recipe, and a teacher trained here from scratch on the training
+# split by `funmatch teacher` (resumable; kept in OUT/teacher). No pretrained weights are used, so the teacher
+# is weak: the table measures how closely each format lets the student follow *this* teacher.
 #
 # Data: the shared EuroSAT RGB (27,000 images; validation carved from train, 5 %), prepared once. Teacher: the
 # shipped EuroSAT teacher (bit_r26x0.25, served at the resolution of its contract, 112 px). Student: the recipe's (tiny_cnn at 64 px). Every run uses the
@@ -21,24 +32,41 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${1:-/tmp/funmatch_targets_fidelity}
-VIEWS=${VIEWS:-"4 16 64"}
+VIEWS=${VIEWS-"4 16 64"}  # VIEWS="" makes no per-example K stores
 SEEDS=${SEEDS:-0}
 PER_BATCH=${PER_BATCH:-0}
-CONFIG=${CONFIG:-eurosat}
+FORMATS=${FORMATS:-}
+FORMAT_VIEWS=${FORMAT_VIEWS:-16}
+DATASET=${DATASET:-eurosat}
 SHARED=${FUNMATCH_SHARED_DATA:-../shared/data}
-TEACHER=src/funmatch/assets/teachers/eurosat_teacher.keras
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
+funmatch() { nice -n 5 "$PYTHON" -m funmatch.cli "$@"; }
+mkdir -p "$OUT"
+case "$DATASET" in
+  eurosat)
+    CONFIG=${CONFIG:-eurosat}
+    TEACHER=src/funmatch/assets/teachers/eurosat_teacher.keras
+    if [[ ! -f "$OUT/data/dataset.json" ]]; then
+      funmatch prepare "folder:$SHARED/eurosat_rgb" --val-fraction 0.05 --out "$OUT/data"
+    fi ;;
+  flowers102)
+    CONFIG=${CONFIG:-flowers102_cpu}
+    TEACHER=$OUT/teacher/teacher.keras
+    if [[ ! -f "$OUT/data/dataset.json" ]]; then
+      funmatch prepare "folder:$SHARED/flowers102" --shorter-side 112 --out "$OUT/data"
+    fi
+    if [[ ! -f "$TEACHER" ]]; then
+      echo "== teacher (flowers102_cpu, from scratch)"
+      funmatch teacher --config "$CONFIG" --data "$OUT/data" --workdir "$OUT/teacher" --no-progress
+    fi ;;
+  *) echo "DATASET: eurosat or flowers102, not '$DATASET'" >&2; exit 2 ;;
+esac
 with_setting() { if [[ "$CONFIG" == *:* ]]; then CONFIG="$CONFIG,$1"; else CONFIG="$CONFIG:$1"; fi; }  # recipe:k=v,k=v
 if [[ -n "${STEPS:-}" ]]; then with_setting "total_steps=$STEPS"; fi
+if [[ -n "$FORMATS" ]]; then with_setting "temperature=1"; fi
 # The teacher sees every view at its own contract's resolution (the shipped one is served at 112 px).
 RESOLUTION=$("$PYTHON" -c "import sys; from funmatch import models; print(models.contract(models.load(sys.argv[1]))['resolution'])" "$TEACHER")
 with_setting "teacher_resolution=$RESOLUTION"
-funmatch() { nice -n 5 "$PYTHON" -m funmatch.cli "$@"; }
-
-mkdir -p "$OUT"
-if [[ ! -f "$OUT/data/dataset.json" ]]; then
-  funmatch prepare "folder:$SHARED/eurosat_rgb" --val-fraction 0.05 --out "$OUT/data"
-fi
 
 FIRST_SEED=${SEEDS%% *}
 for SEED in $SEEDS; do
@@ -54,6 +82,15 @@ for SEED in $SEEDS; do
     funmatch distill --config "$RUN_CONFIG" --data "$OUT/data" --teacher "$TEACHER" --targets "$OUT/targets_batch$SUFFIX" \
       --workdir "$OUT/runs/stored_batch$SUFFIX" --no-progress
   fi
+  for F in $FORMATS; do
+    echo "== stored targets, $F, K=$FORMAT_VIEWS, seed $SEED"
+    TOPK=$([[ "$F" == full ]] && echo "" || echo "--top-k $F")
+    # shellcheck disable=SC2086
+    funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$RUN_CONFIG" --views "$FORMAT_VIEWS" $TOPK \
+      --out "$OUT/targets_fmt${F}_s$SEED"
+    funmatch distill --config "$RUN_CONFIG" --data "$OUT/data" --teacher "$TEACHER" \
+      --targets "$OUT/targets_fmt${F}_s$SEED" --workdir "$OUT/runs/stored_fmt${F}_s$SEED" --no-progress
+  done
 done
 for K in $VIEWS; do
   echo "== stored targets, K=$K"
@@ -63,22 +100,27 @@ for K in $VIEWS; do
     --targets "$OUT/targets_K$K" --workdir "$OUT/runs/stored_K$K" --no-progress
 done
 
-"$PYTHON" - "$OUT" "$SEEDS" "$PER_BATCH" $VIEWS <<'EOF'
+"$PYTHON" - "$OUT" "$SEEDS" "$PER_BATCH" "$FORMATS" "$FORMAT_VIEWS" $VIEWS <<'EOF'
 import json, pathlib, sys
 
-out, seeds, per_batch, views = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4:]
+out, seeds, per_batch = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3] == "1"
+formats, format_views, views = sys.argv[4].split(), sys.argv[5], sys.argv[6:]
 rows = []
 for i, seed in enumerate(seeds):
     suffix = "" if i == 0 else f"_s{seed}"
     rows.append((f"online s{seed}", out / "runs" / f"online{suffix}", None))
     if per_batch:
         rows.append((f"per-batch s{seed}", out / "runs" / f"stored_batch{suffix}", out / f"targets_batch{suffix}"))
+    for f in formats:
+        name = "full" if f == "full" else f"top-{f}"
+        rows.append((f"{name} K={format_views} s{seed}", out / "runs" / f"stored_fmt{f}_s{seed}",
+                     out / f"targets_fmt{f}_s{seed}"))
 rows += [(f"stored K={k}", out / "runs" / f"stored_K{k}", out / f"targets_K{k}") for k in views]
-print(f"\n{'targets':14} {'steps':>6} {'test acc':>9} {'agreement':>10} {'test KL':>8} {'train s':>8} {'teacher s':>10} {'store MB':>9}")
+print(f"\n{'targets':18} {'steps':>6} {'test acc':>9} {'agreement':>10} {'test KL':>8} {'train s':>8} {'teacher s':>10} {'store MB':>9}")
 for name, run, store in rows:
     m = json.loads((run / "metrics.json").read_text())
     card = json.loads((store / "targets.json").read_text()) if store else {}
-    print(f"{name:14} {m['step']:>6} {m['test_accuracy']:>9.4f} {m['test_agreement']:>10.4f} {m['test_kl']:>8.4f} "
+    print(f"{name:18} {m['step']:>6} {m['test_accuracy']:>9.4f} {m['test_agreement']:>10.4f} {m['test_kl']:>8.4f} "
           f"{m['train_seconds']:>8.0f} {card.get('generation_seconds', float('nan')):>10.0f} "
           f"{card.get('bytes_total', 0) / 1e6:>9.1f}")
 print(f"teacher test accuracy {m['teacher_test_accuracy']:.4f}")
