@@ -109,8 +109,9 @@ def run_point(out: pathlib.Path, budget: float, seed: int, references: tuple[str
     meta = {"budget": budget, "seed": seed, "steps": steps, "machine": _machine(), "load_before": os.getloadavg(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     wall = time.time()
+    # In this process, one side after the other, as every published point ran (pinned to one core by the caller).
     demo.run_demo(workdir, steps=steps, seed=seed, store=str(_store(out, views)), progress=False,
-                  references=references, views=views)
+                  references=references, views=views, side_by_side=False)
     meta.update(load_after=os.getloadavg(), wall_seconds=time.time() - wall,
                 finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     atomic_write_text(workdir / "point.json", json.dumps(meta, indent=2))

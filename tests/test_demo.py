@@ -139,3 +139,57 @@ def test_all_labels_folder_puts_every_unlabelled_image_in_its_class(tmp_path):
     (bad / "LABELS.txt").write_text("u_00000.jpg 10\n")
     with pytest.raises(FunmatchError, match=r"LABELS.txt:1: expected 'NAME CLASS_INDEX' with an index below 10"):
         demo.all_labels_folder(mini, bad, tmp_path / "other")
+
+
+def test_run_on_cores_runs_each_job_in_its_own_process_pinned_to_its_cpu():
+    import os
+
+    first, second = demo.side_by_side_cpus(quick=False, force=True)
+    results = demo.run_on_cores({"a": (first, os.sched_getaffinity, (0,), {}),
+                                 "b": (second, os.getpid, (), {})})
+    assert results["a"] == {first}  # the job saw only its own CPU
+    assert results["b"] != os.getpid()
+    assert os.sched_getaffinity(0) != {first} or first == second  # this process stays as it was
+
+
+def test_run_on_cores_raises_a_jobs_error_and_stops_the_others():
+    import os
+    import time
+
+    first, second = demo.side_by_side_cpus(quick=False, force=True)
+    started = time.monotonic()
+    # A FunmatchError inside a job is raised here as it was; the job still running is stopped.
+    with pytest.raises(demo.FunmatchError, match="cannot size a label run"):
+        demo.run_on_cores({"bad": (first, demo.equal_cpu_plan, (1.0, 0.0, 0.0), {"checkpoint_every": 1, "warmup_steps": 1}),
+                           "slow": (second, time.sleep, (120,), {})})
+    # A process that dies without a word is one line naming its job.
+    with pytest.raises(demo.FunmatchError, match=r"the process of 'dies' ended without a result .*run the same command again"):
+        demo.run_on_cores({"dies": (first, os.abort, (), {}), "slow": (second, time.sleep, (120,), {})})
+    assert time.monotonic() - started < 100  # neither waited for its two-minute neighbour
+
+
+@pytest.mark.slow
+def test_the_default_demo_runs_each_side_on_one_core_and_the_label_runs_side_by_side(tmp_path):
+    """The default demo's layout (`side_by_side`), on a 20-step run: function matching in its own process on one
+    core, then the two label references at the same time, one per core, each sized by its own calibration and
+    held to function matching's CPU time; a re-run resumes through the same processes."""
+    import os
+
+    out = tmp_path / "demo"
+    summary = demo.run_demo(out, steps=20, views=2, side_by_side=True, progress=False)
+    cores, allowed = summary["cores"], os.sched_getaffinity(0)
+    assert set(cores) == {"function_matching", "labels_subset", "labels_all"} and set(cores.values()) <= allowed
+    if len(allowed) >= 2:
+        assert cores["labels_subset"] != cores["labels_all"]
+    assert (out / "labels_subset_speed.json").exists() and (out / "labels_all_speed.json").exists()
+    assert not (out / "labels_speed.json").exists()
+    fm = summary["function_matching"]
+    assert fm["steps"] == 20 and fm["cpu_seconds"] == pytest.approx(fm["targets_cpu_seconds"] + fm["train_cpu_seconds"])
+    for name in ("labels_subset", "labels_all"):
+        plan = json.loads((out / f"{name}_plan.json").read_text())
+        assert plan["max_cpu_seconds"] == pytest.approx(fm["cpu_seconds"])  # the hard stop: function matching's CPU
+        assert summary[name]["cpu_seconds"] <= 1.05 * fm["cpu_seconds"]
+        assert summary[name]["steps"] == plan["total_steps"] or summary[name]["cpu_seconds"] >= fm["cpu_seconds"]
+    again = demo.run_demo(out, steps=20, views=2, side_by_side=True, progress=False)
+    for name in ("function_matching", "labels_subset", "labels_all"):
+        assert (again[name]["accuracy"], again[name]["steps"]) == (summary[name]["accuracy"], summary[name]["steps"])

@@ -21,6 +21,13 @@ The case distillation is for: few labels, many images, a strong teacher.
 Equal time holds on a busy machine: all sides are measured on the same clock, the process's CPU time. The
 function-matching side (generation + training) runs first; each label run is sized to the CPU seconds it used
 (from the CPU cost of a label run's first steps, `equal_cpu_plan`) and stopped by that budget at the latest.
+Where the process may use two or more CPU cores (and the models run on the CPU), every side trains in its own
+process pinned to one core, so each computes with one thread (`side_by_side_cpus`, `run_on_cores`): function
+matching first, then the two label runs at the same time, one per core, each sized by its own first steps
+taken beside the other. One thread per side keeps the CPU-second comparison like for like (on this small
+student TensorFlow's two threads spend more CPU per step than one: 209 against 155 CPU s for 3,000 steps on
+the 2-vCPU VM), and running the two references together takes one side's time off the demo's wall clock. A
+`--quick` run, a one-core process and a GPU run the sides one after the other in the command's process.
 The summary's last line says who won at equal CPU time against labels on every image and, where those
 win, the budget at which `benchmarks/patience.py` measured function matching overtaking them (`CROSSOVER`),
 or that it did not within the budgets it measured.
@@ -43,10 +50,12 @@ import argparse
 import dataclasses
 import importlib.resources
 import json
+import os
 import pathlib
 import shutil
 import time
-from typing import Any
+import traceback
+from typing import Any, Callable
 
 from funmatch import runtime
 from funmatch.errors import FunmatchError
@@ -209,14 +218,17 @@ def equal_cpu_plan(cpu_seconds: float, per_step: float, startup: float, *, check
             "cpu_seconds_per_step": per_step, "startup_cpu_seconds": startup}
 
 
-def _label_speed(out: pathlib.Path, label_config, data_dir: pathlib.Path) -> tuple[float, float]:
-    """(CPU seconds per label step, CPU seconds at start-up): measured once on a short run, kept in `out`."""
+def _label_speed(out: pathlib.Path, label_config, data_dir: pathlib.Path, name: str | None = None) -> tuple[float, float]:
+    """(CPU seconds per label step, CPU seconds at start-up): measured on a short run, kept in `out`; once for
+    both references (`name` None), or for the reference `name` on its own (runs side by side each measure
+    theirs, beside the other)."""
     from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.labels import train_labels
 
-    path = out / "labels_speed.json"
+    stem = "labels_speed" if name is None else f"{name}_speed"
+    path = out / f"{stem}.json"
     if not path.exists():
-        calibration = out / "labels_speed"
+        calibration = out / stem
         chunk = CALIBRATION_STEPS // 3
         train_labels(dataclasses.replace(label_config, total_steps=CALIBRATION_STEPS, warmup_steps=1, checkpoint_every=chunk,
                                          eval_every=10**9, eval_max_examples=1), data_dir, calibration, progress=False)
@@ -229,11 +241,11 @@ def _label_speed(out: pathlib.Path, label_config, data_dir: pathlib.Path) -> tup
 
 
 def _label_student(out: pathlib.Path, name: str, config, data_dir: pathlib.Path, teacher_path, cpu_seconds: float,
-                   progress: bool, quick: bool = False) -> pathlib.Path:
+                   progress: bool, quick: bool = False, own_speed: bool = False) -> pathlib.Path:
     """The same student on the labels of `data_dir` for `cpu_seconds` of process CPU time, in `out/name`:
     sized from the CPU cost of the first steps of a label run (the same student, batch and input for either
-    reference: measured once), and stopped by that budget at the latest. With `quick` it trains the
-    distillation's steps."""
+    reference: measured once; with `own_speed`, by this reference itself), and stopped by that budget at the
+    latest. With `quick` it trains the distillation's steps."""
     from funmatch.training.checkpoints import atomic_write_text
     from funmatch.training.labels import train_labels
 
@@ -244,7 +256,7 @@ def _label_student(out: pathlib.Path, name: str, config, data_dir: pathlib.Path,
         return workdir
     plan_path = out / f"{name}_plan.json"  # the sizing, kept so that a re-run resumes the same run
     if not plan_path.exists():
-        per_step, startup = _label_speed(out, label_config, data_dir)
+        per_step, startup = _label_speed(out, label_config, data_dir, name if own_speed else None)
         plan = equal_cpu_plan(cpu_seconds, per_step, startup, checkpoint_every=config.checkpoint_every,
                               warmup_steps=config.warmup_steps)
         atomic_write_text(plan_path, json.dumps(plan, indent=2))
@@ -274,6 +286,100 @@ def evaluate_once(workdir: pathlib.Path, teacher_path, data_dir: pathlib.Path, c
     return json.loads(path.read_text())
 
 
+def side_by_side_cpus(quick: bool, force: bool = False) -> tuple[int, int] | None:
+    """The two CPUs of the default demo's sides: each side trains in its own process on one core (one thread),
+    function matching first, then the two label references side by side, one per core. None where the sides run
+    one after the other in this process: a `--quick` run, a process allowed fewer than two CPUs, a system
+    without CPU affinity, a model on an accelerator. `force`: the pinned processes wherever affinity exists,
+    on one CPU twice where only one is allowed (tests)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if force:
+        return cpus[0], cpus[-1] if len(cpus) == 1 else cpus[1]
+    if quick or len(cpus) < 2 or runtime.accelerator() != "CPU":
+        return None
+    return cpus[0], cpus[1]
+
+
+def _child(conn, cpu: int, precision: str, work: Callable, args: tuple, kwargs: dict) -> None:
+    """A spawned process's whole life: pin itself to `cpu` before TensorFlow or JAX is imported (their thread
+    pools are sized from the CPUs a process may use: one thread each), set the backend and precision as the
+    command did, run `work`, send back ("ok", result) or ("error", exception, traceback)."""
+    try:
+        from funmatch.cli import _quiet_tensorflow_import
+
+        os.sched_setaffinity(0, {cpu})
+        _quiet_tensorflow_import()  # as the command's own process does
+        runtime.launch(argparse.Namespace(precision=precision), verbose=False)
+        conn.send(("ok", work(*args, **kwargs)))
+    except BaseException as error:  # noqa: BLE001 - everything goes back to the parent, which decides
+        try:
+            conn.send(("error", error, traceback.format_exc()))
+        except Exception:  # an exception that cannot be pickled: its text
+            conn.send(("error", RuntimeError(repr(error)), traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def run_on_cores(jobs: dict[str, tuple[int, Callable, tuple, dict]]) -> dict[str, Any]:
+    """Run each job `name: (cpu, work, args, kwargs)` in a fresh process pinned to its CPU, all at once; their
+    results by name. A FunmatchError (or a file error) in a job is raised here as it was; a bug comes with the
+    job's traceback; a process that dies without a word (killed, out of memory) is one FunmatchError naming
+    the job. When one fails the others are stopped (everything resumes from its checkpoints)."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    running, results = {}, {}
+    try:
+        for name, (cpu, work, args, kwargs) in jobs.items():
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_child, args=(send, cpu, runtime.precision(), work, args, kwargs),
+                                      name=f"funmatch-demo-{name}")
+            process.start()
+            send.close()
+            running[receive] = (name, process)
+        while running:
+            for conn in wait(list(running)):
+                name, process = running.pop(conn)
+                try:
+                    message = conn.recv()
+                except EOFError:
+                    message = None
+                process.join()
+                if message is None:
+                    raise FunmatchError(f"demo: the process of '{name}' ended without a result (exit code "
+                                        f"{process.exitcode}: killed, or out of memory?); run the same command "
+                                        "again to resume")
+                if message[0] == "error":
+                    error, where = message[1], message[2]
+                    if isinstance(error, (FunmatchError, OSError, KeyboardInterrupt)):
+                        raise error
+                    raise RuntimeError(f"demo: '{name}' failed in its process:\n{where}") from error
+                results[name] = message[1]
+        return results
+    finally:
+        for _, process in running.values():
+            process.terminate()
+            process.join()
+
+
+def _function_matching_side(shared: pathlib.Path, config, data_seed: int, teacher_path, fm_dir: pathlib.Path, views: int,
+                            distill_dir: pathlib.Path, progress: bool) -> tuple[pathlib.Path, float, float]:
+    """The stored targets (made once, from the data seed: one store serves every training seed) and the
+    distillation from them; (the store, its generation's CPU and wall seconds)."""
+    from funmatch.training.distill import distill
+
+    targets_dir, targets_cpu, targets_wall = _targets(shared, dataclasses.replace(config, seed=data_seed), teacher_path,
+                                                      fm_dir, views, progress)
+    if progress:
+        print(f"funmatch demo: 3/6 distill {config.student} @ {config.student_resolution} px with function matching "
+              f"from the stored targets ({config.steps} steps)")
+    distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
+    return targets_dir, targets_cpu, targets_wall
+
+
 def _demo_entry(name: str) -> bool:
     """Whether `name` is one the demo writes into its folder (a run, a dataset, the targets, a plan, the report)."""
     stem = name.split(".")[0]
@@ -299,18 +405,20 @@ def _claim_out(out: pathlib.Path, teacher: str | None) -> None:
 
 def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = None, train_teacher: bool = False,
              progress: bool = True, steps: int | None = None, views: int | None = None, seed: int = 0,
-             store: str | None = None, references: tuple[str, ...] = REFERENCES) -> dict[str, Any]:
+             store: str | None = None, references: tuple[str, ...] = REFERENCES,
+             side_by_side: bool | None = None) -> dict[str, Any]:
     """Run the demo into `out_dir`; returns the summary (also written to `out_dir/summary.json`).
 
     `seed` seeds the three students' training (initialisation, order, augmentation); the prepared data and
     the stored targets do not depend on it. `store` (default: `out_dir`) is where the prepared data and the
     stored targets live: runs that share it share them (the targets' generation still counts on each
     function-matching side; each run measures its own label-step cost). `references` names the label-trained
-    references to run (`benchmarks/patience.py` runs only "labels_all"). The summary is printed at the end (with
-    `progress=False` too: it is the command's result)."""
+    references to run (`benchmarks/patience.py` runs only "labels_all"). `side_by_side`: each side in its own
+    process on one core, the label references at the same time (`side_by_side_cpus`; None: where the machine
+    allows, True: wherever CPU affinity exists, False: one after the other in this process). The summary is
+    printed at the end (with `progress=False` too: it is the command's result)."""
     from funmatch.reporting import write_report
     from funmatch.training.checkpoints import atomic_write_text
-    from funmatch.training.distill import distill
 
     started = time.time()
     out = pathlib.Path(out_dir)
@@ -329,28 +437,41 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     data_dir, fm_dir, all_dir = _prepare(shared, data_seed, progress)
     teacher_path = _teacher(shared, data_dir, teacher, train_teacher, quick, progress)
     config = dataclasses.replace(config, teacher_resolution=_resolution(teacher_path))
-    say(f"funmatch demo: 2/6 the teacher's targets on {views} views of every image, once ({teacher_path.name} "
-        f"@ {config.teacher_resolution} px)")
-    # The store's views are drawn from the data seed: one store serves every training seed.
-    targets_dir, targets_cpu, targets_wall = _targets(shared, dataclasses.replace(config, seed=data_seed), teacher_path,
-                                                      fm_dir, views, progress)
-    say(f"funmatch demo: 3/6 distill {config.student} @ {config.student_resolution} px with function matching from the "
-        f"stored targets ({config.steps} steps)")
-    distill_dir = out / "function_matching"
-    distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
-    fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
-    _record_targets_cost(distill_dir, targets_cpu, targets_wall)
     unknown = sorted(set(references) - set(REFERENCES))
     if unknown or not references:
         raise FunmatchError(f"references: choose among {', '.join(REFERENCES)}, got {', '.join(references) or 'none'}")
+    cpus = None if side_by_side is False else side_by_side_cpus(quick, force=bool(side_by_side))
+    where = f" (one core: CPU {cpus[0]})" if cpus else ""
+    say(f"funmatch demo: 2/6 the teacher's targets on {views} views of every image, once ({teacher_path.name} "
+        f"@ {config.teacher_resolution} px){where}")
+    distill_dir = out / "function_matching"
+    fm_args = (shared, config, data_seed, teacher_path, fm_dir, views, distill_dir, progress)
+    if cpus:
+        side_result = run_on_cores({"function_matching": (cpus[0], _function_matching_side, fm_args, {})})
+        targets_dir, targets_cpu, targets_wall = side_result["function_matching"]
+    else:
+        targets_dir, targets_cpu, targets_wall = _function_matching_side(*fm_args)
+    fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
+    _record_targets_cost(distill_dir, targets_cpu, targets_wall)
     label_data = {"labels_subset": data_dir, "labels_all": all_dir}
     counts = {name: _train_size(data) for name, data in label_data.items()}
     label_runs = {name: data for name, data in label_data.items() if name in references}
     say(f"funmatch demo: 4/6 the same student on labels, for the same CPU time ({fm_cpu / 60:.1f} min) each: on the "
         f"{counts['labels_subset']:,} labelled images, and on all {counts['labels_all']:,} images with their labels")
     workdirs = {"function_matching": distill_dir}
-    for name, data in label_runs.items():
-        workdirs[name] = _label_student(out, name, config, data, teacher_path, fm_cpu, progress, quick=quick)
+    placement = {}
+    if cpus:
+        # Side by side, one core each; each measures its own step cost beside the other. One progress bar.
+        shown = list(label_runs)[-1]
+        say(f"funmatch demo: the label runs train at the same time, one per core (CPUs {cpus[0]} and {cpus[1]}); "
+            f"the bar is {shown}'s")
+        jobs = {name: (cpus[i % 2], _label_student, (out, name, config, data, teacher_path, fm_cpu, progress and name == shown),
+                       {"own_speed": True}) for i, (name, data) in enumerate(label_runs.items())}
+        workdirs.update(run_on_cores(jobs))
+        placement = {"function_matching": cpus[0], **{name: job[0] for name, job in jobs.items()}}
+    else:
+        for name, data in label_runs.items():
+            workdirs[name] = _label_student(out, name, config, data, teacher_path, fm_cpu, progress, quick=quick)
     say("funmatch demo: 5/6 evaluate the three students against the teacher")
     teacher_evaluated: dict = {}  # the teacher's logits and latency, measured once for the three students
     evaluations = {name: evaluate_once(workdir, teacher_path, data_dir, config, latency=not quick, reuse=teacher_evaluated)
@@ -390,6 +511,8 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
         "report": str(index),
         "wall_seconds": time.time() - started,
         "quick": quick,
+        # {side: the CPU its process was pinned to}, or {} where the sides ran one after the other in this process
+        "cores": placement,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
     print(format_summary(summary))
