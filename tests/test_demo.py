@@ -141,6 +141,23 @@ def test_all_labels_folder_puts_every_unlabelled_image_in_its_class(tmp_path):
         demo.all_labels_folder(mini, bad, tmp_path / "other")
 
 
+def test_side_by_side_only_for_a_full_run_on_two_cpu_cores(monkeypatch):
+    import os
+
+    from funmatch import runtime
+
+    monkeypatch.setattr(runtime, "accelerator", lambda: "CPU")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 5, 7})
+    assert demo.side_by_side_cpus(quick=False) == (3, 5)
+    assert demo.side_by_side_cpus(quick=True) is None  # the smoke run stays in one process
+    monkeypatch.setattr(runtime, "accelerator", lambda: "GPU")
+    assert demo.side_by_side_cpus(quick=False) is None  # the models run on the accelerator
+    monkeypatch.setattr(runtime, "accelerator", lambda: "CPU")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2})
+    assert demo.side_by_side_cpus(quick=False) is None  # one core: one side after the other
+    assert demo.side_by_side_cpus(quick=False, force=True) == (2, 2)
+
+
 def test_run_on_cores_runs_each_job_in_its_own_process_pinned_to_its_cpu():
     import os
 
