@@ -40,6 +40,14 @@
 # The base row's test accuracy equals patience's earlier 1x points (85.1, 82.8 %), and the wd1e-3 row's its
 # current ones (85.6, 84.1 %; validation 87.2, 85.4 % too): the same runs, repeated bit for bit. An earlier
 # measurement at STEPS=1000 (load 13-27) had Muon at lr 0.01 ahead by 1.0-1.2 points; at 3,000 steps it is not.
+# The student rows (STEPS=3000, SEEDS="0 1", ROWS="w24_r32 w12_r64 r56", on a regenerated copy of the same store,
+# bitwise the same targets; pinned with `taskset -c 0`, the other core running benchmarks/targets_fidelity.sh;
+# load average about 2.8; 2026-12-07), against wd1e-3 above (86.3 % validation, 156 CPU s):
+#     w24_r32       2      80.9 %   81.0 %   81.8 %    130     79.4 82.4
+#     w12_r64       2      81.9 %   81.9 %   80.7 %    279     81.6 82.2
+#     r56           2      82.1 %   82.3 %   81.6 %    165     83.8 80.4
+# None is ahead at either seed: tiny_cnn at 48 px stays. Equal FLOPs do not mean equal CPU here (w12_r64 costs
+# 1.8x the CPU of tiny_cnn at 48 px: four times the activations); each row keeps the demo's learning rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${1:?STORE (a demo store: data_unlabeled/ + targets/)}; OUT=${2:?OUT_DIR}
