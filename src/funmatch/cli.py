@@ -14,27 +14,15 @@ and the process exits with status 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import importlib.abc
-import importlib.util
 import os
 import sys
-import tempfile
 
 # TensorFlow's C++ start-up notes (oneDNN, CPU features) are noise on a command line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Some are written through absl before its logging is set up, where TF_CPP_MIN_LOG_LEVEL does not reach
-# (once per TensorFlow shared library: twice); `_quiet_tensorflow_import` drops exactly those lines.
-STARTUP_NOTICES = (
-    "All log messages before absl::InitializeLog() is called",
-    "oneDNN custom operations are on",
-    "This TensorFlow binary is optimized",
-    "To enable the following instructions",
-)
-
 from funmatch import __version__
 from funmatch.errors import FunmatchError
+from funmatch.runtime import quiet_tensorflow_import
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -75,57 +63,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _stderr_without(notices: tuple[str, ...]):
-    """Captures file descriptor 2 (C++ writes there too) and writes back every line but `notices`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if not any(notice in line for notice in notices))
-            if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
-
-
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Imports `tensorflow`, whenever a command first does, with its start-up notices left out."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
-
-            def quiet_exec_module(module):
-                with _stderr_without(STARTUP_NOTICES):
-                    exec_module(module)
-
-            spec.loader.exec_module = quiet_exec_module
-        return spec
-
-
-def _quiet_tensorflow_import() -> None:
-    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
-    _quiet_tensorflow_import()
+    quiet_tensorflow_import()
     try:
         if os.environ.get("KERAS_BACKEND"):  # a name Keras cannot import: one line, before any command imports it
             from funmatch.runtime import check_backend_name

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.abc
+import importlib.util
 import json
 import os
 import pathlib
 import sys
+import tempfile
 from typing import Any
 
 from funmatch.errors import FunmatchError
@@ -579,3 +582,62 @@ def describe(info: dict[str, Any]) -> str:
     return (f"funmatch runtime: Keras backend {info['backend']}, {info['chips']} × {info['accelerator']} "
             f"({info['device_kind']}) on {hosts}, {info['devices']} on this one (process {info['process']}), "
             f"compute {info['precision']}, {tf_place}")
+
+
+# --- TensorFlow's start-up notices. -------------------------------------------------------------
+
+# Some are written through absl before its logging is set up, where TF_CPP_MIN_LOG_LEVEL does not reach
+# (once per TensorFlow shared library: twice); `quiet_tensorflow_import` drops exactly those lines.
+STARTUP_NOTICES = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized",
+    "To enable the following instructions",
+)
+
+
+@contextlib.contextmanager
+def stderr_without(notices: tuple[str, ...]):
+    """Captures file descriptor 2 (C++ writes there too) and writes back every line but `notices`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not any(notice in line for notice in notices))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports `tensorflow`, whenever a command first does, with its start-up notices left out."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quiet_exec_module(module):
+                with stderr_without(STARTUP_NOTICES):
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+def quiet_tensorflow_import() -> None:
+    """From now on, the first import of `tensorflow` leaves out its start-up notices (`STARTUP_NOTICES`); the
+    command line and the processes the demo starts call it before anything imports TensorFlow."""
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())

@@ -307,10 +307,8 @@ def _child(conn, cpu: int, precision: str, work: Callable, args: tuple, kwargs: 
     pools are sized from the CPUs a process may use: one thread each), set the backend and precision as the
     command did, run `work`, send back ("ok", result) or ("error", exception, traceback)."""
     try:
-        from funmatch.cli import _quiet_tensorflow_import
-
         os.sched_setaffinity(0, {cpu})
-        _quiet_tensorflow_import()  # as the command's own process does
+        runtime.quiet_tensorflow_import()  # as the command's own process does
         runtime.launch(argparse.Namespace(precision=precision), verbose=False)
         conn.send(("ok", work(*args, **kwargs)))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent, which decides
