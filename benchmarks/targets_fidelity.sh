@@ -116,12 +116,12 @@ for i, seed in enumerate(seeds):
         rows.append((f"{name} K={format_views} s{seed}", out / "runs" / f"stored_fmt{f}_s{seed}",
                      out / f"targets_fmt{f}_s{seed}"))
 rows += [(f"stored K={k}", out / "runs" / f"stored_K{k}", out / f"targets_K{k}") for k in views]
-print(f"\n{'targets':18} {'steps':>6} {'test acc':>9} {'agreement':>10} {'test KL':>8} {'train s':>8} {'teacher s':>10} {'store MB':>9}")
+print(f"\n{'targets':18} {'steps':>6} {'test acc':>9} {'agreement':>10} {'test KL':>8} {'train s':>8} {'CPU s':>7} {'teacher s':>10} {'store MB':>9}")
 for name, run, store in rows:
     m = json.loads((run / "metrics.json").read_text())
     card = json.loads((store / "targets.json").read_text()) if store else {}
     print(f"{name:18} {m['step']:>6} {m['test_accuracy']:>9.4f} {m['test_agreement']:>10.4f} {m['test_kl']:>8.4f} "
-          f"{m['train_seconds']:>8.0f} {card.get('generation_seconds', float('nan')):>10.0f} "
+          f"{m['train_seconds']:>8.0f} {m.get('train_cpu_seconds', float('nan')):>7.0f} {card.get('generation_seconds', float('nan')):>10.0f} "
           f"{card.get('bytes_total', 0) / 1e6:>9.1f}")
 print(f"teacher test accuracy {m['teacher_test_accuracy']:.4f}")
 EOF
