@@ -24,7 +24,9 @@ function-matching side (generation + training) runs first; each label run is siz
 Where the process may use two or more CPU cores (and the models run on the CPU), every side trains in its own
 process pinned to one core, so each computes with one thread (`side_by_side_cpus`, `run_on_cores`): function
 matching first, then the two label runs at the same time, one per core, each sized by its own first steps
-taken beside the other. One thread per side keeps the CPU-second comparison like for like (on this small
+taken beside the other. The targets' generation runs before, in the command's process on every core (on 2
+threads it costs a little more CPU than on one, 186 against 170 s for the demo's store: that only raises
+the label runs' budget). One thread per side keeps the CPU-second comparison like for like (on this small
 student TensorFlow's two threads spend more CPU per step than one: 209 against 155 CPU s for 3,000 steps on
 the 2-vCPU VM), and running the two references together takes one side's time off the demo's wall clock. A
 `--quick` run, a one-core process and a GPU run the sides one after the other in the command's process.
@@ -53,6 +55,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -305,19 +308,25 @@ def side_by_side_cpus(quick: bool, force: bool = False) -> tuple[int, int] | Non
 def _child(conn, cpu: int, precision: str, work: Callable, args: tuple, kwargs: dict) -> None:
     """A spawned process's whole life: pin itself to `cpu` before TensorFlow or JAX is imported (their thread
     pools are sized from the CPUs a process may use: one thread each), set the backend and precision as the
-    command did, run `work`, send back ("ok", result) or ("error", exception, traceback)."""
+    command did, run `work`, send back ("ok", result) or ("error", exception, traceback), and end at once:
+    the interpreter's usual shutdown after a training run (TensorFlow's threads and datasets) took 40 s on
+    the 2-vCPU VM, and everything the job writes is already on disk, written atomically."""
+    status = 0
     try:
         os.sched_setaffinity(0, {cpu})
         runtime.quiet_tensorflow_import()  # as the command's own process does
         runtime.launch(argparse.Namespace(precision=precision), verbose=False)
-        conn.send(("ok", work(*args, **kwargs)))
+        message = ("ok", work(*args, **kwargs))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the parent, which decides
-        try:
-            conn.send(("error", error, traceback.format_exc()))
-        except Exception:  # an exception that cannot be pickled: its text
-            conn.send(("error", RuntimeError(repr(error)), traceback.format_exc()))
-    finally:
-        conn.close()
+        status, message = 1, ("error", error, traceback.format_exc())
+    try:
+        conn.send(message)
+    except Exception:  # an exception (or a result) that cannot be pickled: its text
+        conn.send(("error", RuntimeError(repr(message[1])), message[-1] if status else ""))
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def run_on_cores(jobs: dict[str, tuple[int, Callable, tuple, dict]]) -> dict[str, Any]:
@@ -363,19 +372,11 @@ def run_on_cores(jobs: dict[str, tuple[int, Callable, tuple, dict]]) -> dict[str
             process.join()
 
 
-def _function_matching_side(shared: pathlib.Path, config, data_seed: int, teacher_path, fm_dir: pathlib.Path, views: int,
-                            distill_dir: pathlib.Path, progress: bool) -> tuple[pathlib.Path, float, float]:
-    """The stored targets (made once, from the data seed: one store serves every training seed) and the
-    distillation from them; (the store, its generation's CPU and wall seconds)."""
+def _distill_only(*args, **kwargs) -> None:
+    """`distill` in a process of `run_on_cores`: what it writes is the result."""
     from funmatch.training.distill import distill
 
-    targets_dir, targets_cpu, targets_wall = _targets(shared, dataclasses.replace(config, seed=data_seed), teacher_path,
-                                                      fm_dir, views, progress)
-    if progress:
-        print(f"funmatch demo: 3/6 distill {config.student} @ {config.student_resolution} px with function matching "
-              f"from the stored targets ({config.steps} steps)")
-    distill(config, fm_dir, teacher_path, distill_dir, targets=targets_dir, progress=progress)
-    return targets_dir, targets_cpu, targets_wall
+    distill(*args, **kwargs)
 
 
 def _demo_entry(name: str) -> bool:
@@ -417,6 +418,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     printed at the end (with `progress=False` too: it is the command's result)."""
     from funmatch.reporting import write_report
     from funmatch.training.checkpoints import atomic_write_text
+    from funmatch.training.distill import distill
 
     started = time.time()
     out = pathlib.Path(out_dir)
@@ -439,16 +441,20 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
     if unknown or not references:
         raise FunmatchError(f"references: choose among {', '.join(REFERENCES)}, got {', '.join(references) or 'none'}")
     cpus = None if side_by_side is False else side_by_side_cpus(quick, force=bool(side_by_side))
-    where = f" (one core: CPU {cpus[0]})" if cpus else ""
     say(f"funmatch demo: 2/6 the teacher's targets on {views} views of every image, once ({teacher_path.name} "
-        f"@ {config.teacher_resolution} px){where}")
+        f"@ {config.teacher_resolution} px)")
+    # The store's views are drawn from the data seed: one store serves every training seed.
+    targets_dir, targets_cpu, targets_wall = _targets(shared, dataclasses.replace(config, seed=data_seed), teacher_path,
+                                                      fm_dir, views, progress)
+    say(f"funmatch demo: 3/6 distill {config.student} @ {config.student_resolution} px with function matching from the "
+        f"stored targets ({config.steps} steps)" + (f" on one core (CPU {cpus[0]})" if cpus else ""))
     distill_dir = out / "function_matching"
-    fm_args = (shared, config, data_seed, teacher_path, fm_dir, views, distill_dir, progress)
+    distill_args = (config, fm_dir, teacher_path, distill_dir)
+    distill_kwargs = {"targets": targets_dir, "progress": progress}
     if cpus:
-        side_result = run_on_cores({"function_matching": (cpus[0], _function_matching_side, fm_args, {})})
-        targets_dir, targets_cpu, targets_wall = side_result["function_matching"]
+        run_on_cores({"function_matching": (cpus[0], _distill_only, distill_args, distill_kwargs)})
     else:
-        targets_dir, targets_cpu, targets_wall = _function_matching_side(*fm_args)
+        distill(*distill_args, **distill_kwargs)
     fm_cpu = targets_cpu + float(_records(distill_dir)[-1]["train_cpu_seconds"])
     _record_targets_cost(distill_dir, targets_cpu, targets_wall)
     label_data = {"labels_subset": data_dir, "labels_all": all_dir}
