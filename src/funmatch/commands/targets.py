@@ -35,6 +35,10 @@ as online function matching and what is not: `funmatch.distill.targets.batches`.
 The teacher runs at the recipe's `teacher_resolution` (its weights at that size when its own differs), the
 resolution `distill --targets` with the same recipe runs it at. Top-k stores hold the teacher at
 temperature 1 only: a run at another temperature refuses them (store every class with `--top-k C`).
+What each format costs in accuracy, against online function matching, on Flowers102's 102 classes at
+temperature 1 (`DATASET=flowers102 FORMATS="full 50 10" benchmarks/targets_fidelity.sh`, two seeds): full
+float16, top-50 and top-10 stores all matched it (34.4, 34.4 and 34.6 % test against 33.6 %; agreement 42.8,
+42.9 and 42.7 % against 42.0 %), with a weak teacher trained from scratch (43.7 %): README.
 """
 
 from __future__ import annotations
