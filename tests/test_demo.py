@@ -179,6 +179,10 @@ def test_run_on_cores_raises_a_jobs_error_and_stops_the_others():
     with pytest.raises(demo.FunmatchError, match="cannot size a label run"):
         demo.run_on_cores({"bad": (first, demo.equal_cpu_plan, (1.0, 0.0, 0.0), {"checkpoint_every": 1, "warmup_steps": 1}),
                            "slow": (second, time.sleep, (120,), {})})
+    # Any other exception too, with the job's traceback as a note (the command line words a file error as usual).
+    with pytest.raises(json.JSONDecodeError) as raised:
+        demo.run_on_cores({"bad": (first, json.loads, ("{",), {})})
+    assert any("raised in the demo's process for 'bad'" in note for note in raised.value.__notes__)
     # A process that dies without a word is one line naming its job.
     with pytest.raises(demo.FunmatchError, match=r"the process of 'dies' ended without a result .*run the same command again"):
         demo.run_on_cores({"dies": (first, os.abort, (), {}), "slow": (second, time.sleep, (120,), {})})

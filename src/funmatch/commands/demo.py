@@ -331,9 +331,11 @@ def _child(conn, cpu: int, precision: str, work: Callable, args: tuple, kwargs: 
 
 def run_on_cores(jobs: dict[str, tuple[int, Callable, tuple, dict]]) -> dict[str, Any]:
     """Run each job `name: (cpu, work, args, kwargs)` in a fresh process pinned to its CPU, all at once; their
-    results by name. A FunmatchError (or a file error) in a job is raised here as it was; a bug comes with the
-    job's traceback; a process that dies without a word (killed, out of memory) is one FunmatchError naming
-    the job. When one fails the others are stopped (everything resumes from its checkpoints)."""
+    results by name. An exception in a job is raised here as it was (anything but a FunmatchError carries the
+    job's traceback as a note); a process that dies without a word (killed, out of memory) is one
+    FunmatchError naming the job. When one fails the others are stopped (everything resumes from its
+    checkpoints). The processes are spawned: a script that calls this (or `run_demo`) needs the usual
+    `if __name__ == "__main__":` guard; the command line, `python -m` and notebooks need nothing."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -359,11 +361,11 @@ def run_on_cores(jobs: dict[str, tuple[int, Callable, tuple, dict]]) -> dict[str
                     raise FunmatchError(f"demo: the process of '{name}' ended without a result (exit code "
                                         f"{process.exitcode}: killed, or out of memory?); run the same command "
                                         "again to resume")
-                if message[0] == "error":
+                if message[0] == "error":  # raised as it was: the command line words it as it would in-process
                     error, where = message[1], message[2]
-                    if isinstance(error, (FunmatchError, OSError, KeyboardInterrupt)):
-                        raise error
-                    raise RuntimeError(f"demo: '{name}' failed in its process:\n{where}") from error
+                    if where and not isinstance(error, (FunmatchError, KeyboardInterrupt)):
+                        error.add_note(f"raised in the demo's process for '{name}':\n{where}")
+                    raise error
                 results[name] = message[1]
         return results
     finally:
