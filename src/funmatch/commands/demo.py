@@ -472,7 +472,7 @@ def run_demo(out_dir="demo_out", *, quick: bool = False, teacher: str | None = N
         say(f"funmatch demo: the label runs train at the same time, one per core (CPUs {cpus[0]} and {cpus[1]}); "
             f"the bar is {shown}'s")
         jobs = {name: (cpus[i % 2], _label_student, (out, name, config, data, teacher_path, fm_cpu, progress and name == shown),
-                       {"own_speed": True}) for i, (name, data) in enumerate(label_runs.items())}
+                       {"own_speed": True, "quick": quick}) for i, (name, data) in enumerate(label_runs.items())}
         workdirs.update(run_on_cores(jobs))
         placement = {"function_matching": cpus[0], **{name: job[0] for name, job in jobs.items()}}
     else:
