@@ -173,7 +173,7 @@ def run_pair(name: str, args, data_dir: pathlib.Path) -> list[tuple[str, float, 
     from funmatch import models
     from funmatch.data import pipeline
     from funmatch.distill import Distiller, targets
-    from funmatch.distill.targets.decoded import decoded_cache_plan
+    from funmatch.distill.targets.decoded import decoded_cache_plan, decoded_views_dataset
     from funmatch.optim import make_optimizer
     from funmatch.training.distill import train_pp
     from funmatch.training.labels import Supervised, supervised_pp
@@ -222,6 +222,27 @@ def run_pair(name: str, args, data_dir: pathlib.Path) -> list[tuple[str, float, 
                                              "views + teacher + writes (the command's own loop)"))
         add(f"generation, {label}, whole call", timer.wall, timer.cpu, num_train * args.views,
             f"+ teacher load, hashes, tracing; peak RSS {_peak_rss_mib():,.0f} MiB")
+    # What a real store's size sees: the per-call costs (loading and tracing the teacher, the cache plans, one
+    # decode of every image) spread over K·N views here, over millions there. A store of 3K views against the
+    # one of K: the cost of each added view. And the generation's view making alone (its pipeline, no teacher).
+    more = args.work_dir / f"store_{name}_{config.teacher}_{rt}_{args.per_class}_K{3 * args.views}_de"
+    shutil.rmtree(more, ignore_errors=True)
+    more_card = targets.generate(teacher_path, data_dir, more, views=3 * args.views,
+                                 view_template=targets.view_spec(config.crop_area_min), mixup_p=config.mixup_p,
+                                 seed=config.seed, batch_size=gen_batch, progress=False, view_cache_max_bytes=0)
+    base_card = generated["decoded cache"][1]
+    generated["per added view"] = (more, more_card, add(
+        "generation, decoded cache, per added view", more_card["generation_seconds"] - base_card["generation_seconds"],
+        more_card["generation_cpu_seconds"] - base_card["generation_cpu_seconds"], 2 * num_train * args.views,
+        f"(K={3 * args.views}) - (K={args.views}): what each view of a large store costs"))
+    shutil.rmtree(more, ignore_errors=True)
+    units = [(v, f) for v in range(args.views) for f in range(len(base_card["data"]["files"]))]
+    views_alone = decoded_views_dataset(base_card, data_dir, units, rt, gen_batch)
+    with Timer() as timer:
+        for _ in views_alone.as_numpy_iterator():
+            pass
+    view_making = add("generation's views alone (decoded cache)", timer.wall, timer.cpu, num_train * args.views,
+                      "its input pipeline without the teacher: decode once, then crops, resizes, flips, mixup")
     store, card, _ = generated["decoded cache"]
     for view in range(args.views):  # the cache changes the speed, never the targets
         if not np.array_equal(targets.read_targets(store, card, view).view(np.uint8),
@@ -329,8 +350,10 @@ def run_pair(name: str, args, data_dir: pathlib.Path) -> list[tuple[str, float, 
           "(a stored step whose input cost nothing)")
     for what in ("stored, every view held", "stored, decoded + view cache", "stored, view cache", "stored, no view cache"):
         print(f"input alone {what} / labels: {ratio(inputs[what], inputs['labels'])}")
-    for what in ("decoded cache", "no cache"):
+    for what in ("decoded cache", "no cache", "per added view"):
         print(f"generation, {what} / plain forward: {ratio(generated[what][2], forward)} (target >= 0.9)")
+    print(f"generation's views alone: {view_making[2] / forward[2]:.2f}x the plain forward's CPU per view; plain "
+          f"forward + views alone would give {forward[2] / (forward[2] + view_making[2]):.2f}x")
     print(f"bytes per stored target {card['bytes_per_target']} ({card['storage']}); per view (one pass) "
           f"{card['bytes_per_view']:,}; store {card['bytes_total']:,} bytes; peak RSS {_peak_rss_mib():,.0f} MiB")
     return rows
