@@ -78,6 +78,16 @@ if [[ -n "$FORMATS" ]]; then with_setting "temperature=1"; fi
 RESOLUTION=$("$PYTHON" -c "import sys; from funmatch import models; print(models.contract(models.load(sys.argv[1]))['resolution'])" "$TEACHER")
 with_setting "teacher_resolution=$RESOLUTION"
 
+# stored STORE RUN RUN_CONFIG [funmatch targets options...]: the teacher's targets stored in OUT/STORE, then a
+# distillation from them in OUT/runs/RUN (each resumable).
+stored() {
+  local store=$OUT/$1 run=$OUT/runs/$2 run_config=$3
+  shift 3
+  funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$run_config" "$@" --out "$store"
+  funmatch distill --config "$run_config" --data "$OUT/data" --teacher "$TEACHER" --targets "$store" --workdir "$run" \
+    --no-progress
+}
+
 FIRST_SEED=${SEEDS%% *}
 for SEED in $SEEDS; do
   SUFFIX=$([[ "$SEED" == "$FIRST_SEED" ]] && echo "" || echo "_s$SEED")
@@ -87,27 +97,18 @@ for SEED in $SEEDS; do
     --no-progress
   if [[ "$PER_BATCH" == 1 ]]; then
     echo "== stored targets, per-batch mixup, seed $SEED"
-    funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$RUN_CONFIG" --mixup per-batch \
-      --out "$OUT/targets_batch$SUFFIX"
-    funmatch distill --config "$RUN_CONFIG" --data "$OUT/data" --teacher "$TEACHER" --targets "$OUT/targets_batch$SUFFIX" \
-      --workdir "$OUT/runs/stored_batch$SUFFIX" --no-progress
+    stored "targets_batch$SUFFIX" "stored_batch$SUFFIX" "$RUN_CONFIG" --mixup per-batch
   fi
   for F in $FORMATS; do
     echo "== stored targets, $F, K=$FORMAT_VIEWS, seed $SEED"
     TOPK=$([[ "$F" == full ]] && echo "" || echo "--top-k $F")
     # shellcheck disable=SC2086
-    funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$RUN_CONFIG" --views "$FORMAT_VIEWS" $TOPK \
-      --out "$OUT/targets_fmt${F}_s$SEED"
-    funmatch distill --config "$RUN_CONFIG" --data "$OUT/data" --teacher "$TEACHER" \
-      --targets "$OUT/targets_fmt${F}_s$SEED" --workdir "$OUT/runs/stored_fmt${F}_s$SEED" --no-progress
+    stored "targets_fmt${F}_s$SEED" "stored_fmt${F}_s$SEED" "$RUN_CONFIG" --views "$FORMAT_VIEWS" $TOPK
   done
 done
 for K in $VIEWS; do
   echo "== stored targets, K=$K"
-  funmatch targets --teacher "$TEACHER" --data "$OUT/data" --config "$CONFIG,seed=$FIRST_SEED" --views "$K" \
-    --out "$OUT/targets_K$K"
-  funmatch distill --config "$CONFIG,seed=$FIRST_SEED" --data "$OUT/data" --teacher "$TEACHER" \
-    --targets "$OUT/targets_K$K" --workdir "$OUT/runs/stored_K$K" --no-progress
+  stored "targets_K$K" "stored_K$K" "$CONFIG,seed=$FIRST_SEED" --views "$K"
 done
 
 "$PYTHON" - "$OUT" "$SEEDS" "$PER_BATCH" "$FORMATS" "$FORMAT_VIEWS" $VIEWS <<'EOF'
