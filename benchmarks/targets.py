@@ -3,6 +3,7 @@
     python benchmarks/targets.py                   # demo pair + bit_r50x1 <- bit_r101x1 at 64 px (long: tens of minutes)
     python benchmarks/targets.py --quick           # smoke check: small data, tiny BiTs at 32 px (~3 min here)
     python benchmarks/targets.py --pairs demo      # only the demo's models
+    python benchmarks/targets.py --generation-only # only generation against the teacher's plain forward pass
 
 Pairs:
 * demo: the shipped EuroSAT teacher (bit_r26x0.25 at its own resolution, its contract's: 112 px, as the demo
@@ -43,6 +44,9 @@ jobs on a shared machine) of:
                  for all of its views) and without (one decode per view, own and partner; the two stores are
                  checked to hold the same bits), against the teacher's plain forward pass
                  (`predict_on_batch` on an in-memory batch repeated, at the same resolution: no input cost);
+                 and per added view: a store of 4K views against the one of K (what each view of a large
+                 store costs, without the per-call costs: loading and tracing the teacher, the plans, one
+                 decode of every image), and the same difference for generation's views alone (no teacher);
 
 plus bytes per stored view (per example, and per pass over the data) and the process's peak RSS after
 each stage. Each step figure is the median of `--windows` timed `fit` epochs of `--steps` steps, after
@@ -84,6 +88,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=3, help="timed windows per figure; the median is shown")
     parser.add_argument("--per-class", type=int, default=400, help="training images per class (eurosat_mini: <= 400)")
     parser.add_argument("--work-dir", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "funmatch_targets_bench")
+    parser.add_argument("--generation-only", action="store_true",
+                        help="only the generation rows (plain forward, generation, each added view, the views alone)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: 32 images per class, K=1, 2 windows of 3 steps, bit pair as "
                              "bit_r14x0.25 <- bit_r26x0.25 at 32 px")
@@ -223,31 +229,63 @@ def run_pair(name: str, args, data_dir: pathlib.Path) -> list[tuple[str, float, 
         add(f"generation, {label}, whole call", timer.wall, timer.cpu, num_train * args.views,
             f"+ teacher load, hashes, tracing; peak RSS {_peak_rss_mib():,.0f} MiB")
     # What a real store's size sees: the per-call costs (loading and tracing the teacher, the cache plans, one
-    # decode of every image) spread over K·N views here, over millions there. A store of 3K views against the
-    # one of K: the cost of each added view. And the generation's view making alone (its pipeline, no teacher).
-    more = args.work_dir / f"store_{name}_{config.teacher}_{rt}_{args.per_class}_K{3 * args.views}_de"
-    shutil.rmtree(more, ignore_errors=True)
-    more_card = targets.generate(teacher_path, data_dir, more, views=3 * args.views,
-                                 view_template=targets.view_spec(config.crop_area_min), mixup_p=config.mixup_p,
-                                 seed=config.seed, batch_size=gen_batch, progress=False, view_cache_max_bytes=0)
-    base_card = generated["decoded cache"][1]
-    generated["per added view"] = (more, more_card, add(
+    # decode of every image) spread over K·N views here, over millions there. A store of 4K views against the
+    # one of K, both made now (the process's first call also pays its first tracing): the cost of each added
+    # view. And the generation's view making alone (its pipeline, no teacher).
+    made = {}
+    for views in (args.views, 4 * args.views):
+        more = args.work_dir / f"store_{name}_{config.teacher}_{rt}_{args.per_class}_K{views}_more"
+        shutil.rmtree(more, ignore_errors=True)
+        made[views] = targets.generate(teacher_path, data_dir, more, views=views,
+                                       view_template=targets.view_spec(config.crop_area_min), mixup_p=config.mixup_p,
+                                       seed=config.seed, batch_size=gen_batch, progress=False, view_cache_max_bytes=0)
+        shutil.rmtree(more, ignore_errors=True)
+    base_card, more_card = made[args.views], made[4 * args.views]
+    generated["per added view"] = (None, more_card, add(
         "generation, decoded cache, per added view", more_card["generation_seconds"] - base_card["generation_seconds"],
-        more_card["generation_cpu_seconds"] - base_card["generation_cpu_seconds"], 2 * num_train * args.views,
-        f"(K={3 * args.views}) - (K={args.views}): what each view of a large store costs"))
-    shutil.rmtree(more, ignore_errors=True)
-    units = [(v, f) for v in range(args.views) for f in range(len(base_card["data"]["files"]))]
-    views_alone = decoded_views_dataset(base_card, data_dir, units, rt, gen_batch)
-    with Timer() as timer:
-        for _ in views_alone.as_numpy_iterator():
-            pass
-    view_making = add("generation's views alone (decoded cache)", timer.wall, timer.cpu, num_train * args.views,
-                      "its input pipeline without the teacher: decode once, then crops, resizes, flips, mixup")
+        more_card["generation_cpu_seconds"] - base_card["generation_cpu_seconds"], 3 * num_train * args.views,
+        f"(K={4 * args.views}) - (K={args.views}): what each view of a large store costs"))
+    spent = {}
+    for views in (args.views, 4 * args.views):  # the same difference: what each added view's making costs
+        units = [(v, f) for v in range(views) for f in range(len(more_card["data"]["files"]))]
+        with Timer() as timer:
+            for _ in decoded_views_dataset(more_card, data_dir, units, rt, gen_batch).as_numpy_iterator():
+                pass
+        spent[views] = timer
+    view_making = add("generation's views alone, per added view", spent[4 * args.views].wall - spent[args.views].wall,
+                      spent[4 * args.views].cpu - spent[args.views].cpu, 3 * num_train * args.views,
+                      "its input pipeline without the teacher: crops, resizes, flips, mixup")
     store, card, _ = generated["decoded cache"]
     for view in range(args.views):  # the cache changes the speed, never the targets
         if not np.array_equal(targets.read_targets(store, card, view).view(np.uint8),
                               targets.read_targets(generated["no cache"][0], card, view).view(np.uint8)):
             raise SystemExit(f"view {view}: the stores made with and without the decoded cache differ")
+
+    def header():
+        print(f"\n== {name}: {config.teacher} ({rt} px) -> {config.student} ({rs} px), batch {batch}, "
+              f"{num_train} training images, K={args.views}; backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}")
+
+    def print_rows():
+        print(f"{'':48} {'img/s wall':>11} {'CPU-s/img':>11}")
+        for what, rate, cpu_per_image, note in rows:
+            print(f"{what:48} {rate:>11,.1f} {cpu_per_image * 1e3:>9.3f}ms  {note}")
+
+    def ratio(a, b):  # a's speed over b's: per wall-clock second, per CPU second
+        return f"{a[1] / b[1]:.2f}x wall, {b[2] / a[2]:.2f}x CPU"
+
+    def print_generation():
+        for what in ("decoded cache", "no cache", "per added view"):
+            print(f"generation, {what} / plain forward: {ratio(generated[what][2], forward)} (target >= 0.9)")
+        print(f"generation's views alone, per added view: {view_making[2] / forward[2]:.2f}x the plain forward's CPU "
+              f"per view; plain forward + views alone would give {forward[2] / (forward[2] + view_making[2]):.2f}x")
+
+    if args.generation_only:
+        header()
+        print("generation:                " + decoded_cache_plan(card, data_dir)["reason"])
+        print_rows()
+        print_generation()
+        return rows
 
     # --- Input pipelines alone. ---
     label_data = lambda start=0: pipeline.train_dataset(  # noqa: E731
@@ -324,21 +362,13 @@ def run_pair(name: str, args, data_dir: pathlib.Path) -> list[tuple[str, float, 
     steps["online"] = add("step: online function matching", *time_fit(online, online_data(), args.steps, args.windows),
                           steps_images)
 
-    print(f"\n== {name}: {config.teacher} ({rt} px) -> {config.student} ({rs} px), batch {batch}, "
-          f"{num_train} training images, K={args.views}; backend {keras.backend.backend()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    header()
     print("stored pipeline (student): " + targets.view_cache_plan(card, rs)["reason"])
     print("                           " + targets.every_view_plan(
         card, rs, passes=-(-run_steps * batch // num_train))["reason"] + " (the 'every view held' rows)")
     print("stored and generation:     " + decoded_cache_plan(card, data_dir)["reason"])
     print("labels / online pipelines: undecoded records cached in memory, one decode per image per pass")
-    print(f"{'':48} {'img/s wall':>11} {'CPU-s/img':>11}")
-    for what, rate, cpu_per_image, note in rows:
-        print(f"{what:48} {rate:>11,.1f} {cpu_per_image * 1e3:>9.3f}ms  {note}")
-
-    def ratio(a, b):  # a's speed over b's: per wall-clock second, per CPU second
-        return f"{a[1] / b[1]:.2f}x wall, {b[2] / a[2]:.2f}x CPU"
-
+    print_rows()
     for what in ("stored targets, every view held", "stored targets, decoded + view cache", "stored targets, view cache",
                  "stored targets, no view cache"):
         print(f"step {what} / labels: {ratio(steps[what], steps['labels'])} (target >= 1.2); "
@@ -350,10 +380,7 @@ def run_pair(name: str, args, data_dir: pathlib.Path) -> list[tuple[str, float, 
           "(a stored step whose input cost nothing)")
     for what in ("stored, every view held", "stored, decoded + view cache", "stored, view cache", "stored, no view cache"):
         print(f"input alone {what} / labels: {ratio(inputs[what], inputs['labels'])}")
-    for what in ("decoded cache", "no cache", "per added view"):
-        print(f"generation, {what} / plain forward: {ratio(generated[what][2], forward)} (target >= 0.9)")
-    print(f"generation's views alone: {view_making[2] / forward[2]:.2f}x the plain forward's CPU per view; plain "
-          f"forward + views alone would give {forward[2] / (forward[2] + view_making[2]):.2f}x")
+    print_generation()
     print(f"bytes per stored target {card['bytes_per_target']} ({card['storage']}); per view (one pass) "
           f"{card['bytes_per_view']:,}; store {card['bytes_total']:,} bytes; peak RSS {_peak_rss_mib():,.0f} MiB")
     return rows
