@@ -776,3 +776,15 @@ def test_distill_on_a_per_batch_store_and_its_refusals(data, teacher, tmp_path, 
     assert main(["targets", "--teacher", str(teacher), "--data", str(data), "--config", SMOKE, "--mixup", "per-batch",
                  "--views", "2", "--out", str(tmp_path / "c")]) == 2
     assert "--views: a per-batch store holds the recipe's steps x batch_size batches" in capsys.readouterr().err
+
+
+def test_a_per_batch_store_of_a_recipe_counted_in_epochs(data, teacher, tmp_path, capsys):
+    """Steps = round(epochs · N / batch) with N from the data card, as the distillation counts them."""
+    from funmatch.cli import main
+    from funmatch.training.distill import distill
+
+    config, out = SMOKE + ",total_steps=0,epochs=1", tmp_path / "store"  # 48 images in batches of 8: 6 steps
+    assert main(["targets", "--teacher", str(teacher), "--data", str(data), "--config", config, "--mixup", "per-batch",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "6 batches of 8 (per-batch mixup)" in capsys.readouterr().out
+    assert distill(config, data, teacher, tmp_path / "run", targets=out, progress=False)["step"] == 6
