@@ -91,6 +91,31 @@ def test_the_first_step_starts_from_the_init_and_a_resume_from_its_checkpoint(en
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_resumes_with_its_teacher_at_another_path_but_not_with_another_teacher(engine_data, engine_teacher,
+                                                                                     tmp_path):
+    from engine_helpers import make_teacher
+
+    from funmatch.training.distill import distill
+
+    config = SMOKE + ",total_steps=2,checkpoint_every=1,eval_every=1000"
+    straight = tmp_path / "straight"
+    distill(config, engine_data, engine_teacher, straight, progress=False)
+    killed = tmp_path / "killed"  # stopped after its first checkpoint
+    shutil.copytree(straight, killed, ignore=shutil.ignore_patterns(".lock*"))
+    shutil.rmtree(killed / "checkpoints" / "ckpt-000000002")
+    (killed / "metrics.json").unlink()
+    (killed / "student.keras").unlink()
+    (tmp_path / "other").mkdir()
+    other = make_teacher(tmp_path / "other" / "teacher.keras", seed=1)
+    with pytest.raises(FunmatchError, match=r"holds a run with other settings \(teacher_sha256: "):
+        distill(config, engine_data, other, killed, progress=False)
+    (tmp_path / "moved").mkdir()
+    moved = pathlib.Path(shutil.copy(engine_teacher, tmp_path / "moved" / "teacher.keras"))
+    distill(config, engine_data, moved, killed, progress=False)  # the same teacher, moved: the run resumes
+    for a, b in zip(_weights(straight / "student.keras"), _weights(killed / "student.keras"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_an_init_that_does_not_fit_the_student_is_one_line_naming_the_flag(engine_data, engine_teacher, tmp_path):
     from funmatch.training.distill import distill
 
