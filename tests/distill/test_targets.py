@@ -703,6 +703,25 @@ def test_a_per_batch_store_holds_the_teacher_on_the_regenerated_batches(batch_st
     assert np.concatenate([b["view"] for b in batches]).tolist() == [0] * 48 + [1] * 24
 
 
+def test_per_batch_generation_fills_the_teachers_batches_across_run_batches(batch_store, data):
+    """Run batches of 8, teacher batches of 16: three full teacher batches for unit 0 (6 steps), one and a
+    half for unit 1 (3 steps); the rows are the same, in batch order, as the teacher on each run batch."""
+    from funmatch.distill.targets.batches import batch_views, generate_units
+
+    _, card = batch_store
+    sizes, written = [], {}
+
+    def predict(images):
+        sizes.append(len(images))
+        return images.reshape(len(images), -1)[:, :4]  # rows that identify each image
+
+    generate_units(card, data, [0, 1], batch_size=16, predict=predict, write=written.__setitem__)
+    assert sizes == [16, 16, 16, 16, 8]
+    views = np.concatenate([b["image"] for b in batch_views(card, data, int(card["teacher"]["resolution"]),
+                                                              start_step=0, steps=9).as_numpy_iterator()])
+    np.testing.assert_array_equal(np.concatenate([written[0], written[1]]), views.reshape(72, -1)[:, :4])
+
+
 def test_one_coefficient_per_batch_and_the_batch_neighbour_as_partner(batch_store, data):
     import tensorflow as tf
 

@@ -166,17 +166,17 @@ def check_batches_for_run(card: dict, targets_dir, *, batch_size: int, steps: in
 
 def generate_units(card: dict, data_dir, units: list[int], *, batch_size: int, predict, write,
                    on_batch=None) -> None:
-    """The teacher on every batch of `units` (the whole global batch, in teacher batches of `batch_size`
-    rows), each unit's rows written by `write(unit, rows)` in batch order; `predict(images)` returns the
-    stored rows of at most `batch_size` images."""
+    """The teacher on every batch of `units`, each unit's rows written by `write(unit, rows)` in batch order;
+    `predict(images)` returns the stored rows of at most `batch_size` images. A unit's images go to the
+    teacher in batches of `batch_size`, whatever the run's batch (a run batch of 128 does not pad the teacher's
+    256 with 128 blanks); only a unit's last teacher batch may be short."""
     resolution = int(card["teacher"]["resolution"])
     for unit in units:
         first, count = unit_steps(card, unit)
+        views = batch_views(card, data_dir, resolution, start_step=first, steps=count).map(lambda b: b["image"])
         pending = []
-        for batch in batch_views(card, data_dir, resolution, start_step=first, steps=count).as_numpy_iterator():
-            images = batch["image"]
-            for start in range(0, len(images), batch_size):
-                pending.append(predict(images[start:start + batch_size]))
+        for images in views.unbatch().batch(batch_size).prefetch(1).as_numpy_iterator():
+            pending.append(predict(images))
             if on_batch is not None:
                 on_batch(len(images))
         write(unit, np.concatenate(pending))
