@@ -2,6 +2,8 @@
 distillation runs' scheme, which `funmatch report` reads as finished runs."""
 
 import json
+import pathlib
+import shutil
 
 import pytest
 
@@ -34,6 +36,10 @@ def test_label_run_of_a_registry_student_is_a_finished_run_in_the_report(engine_
     assert cli.main(["labels", "--config", config, "--data", str(engine_data), "--workdir", str(workdir),
                      "--teacher", str(engine_teacher), "--no-progress"]) == 0
     assert json.loads((workdir / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    # ... and so with the same teacher at another path (its SHA-256 is the setting).
+    moved = pathlib.Path(shutil.copy(engine_teacher, tmp_path / "moved.keras"))
+    assert cli.main(["labels", "--config", config, "--data", str(engine_data), "--workdir", str(workdir),
+                     "--teacher", str(moved), "--no-progress"]) == 0
     # An unknown model is an error naming close names, before any work.
     assert cli.main(["labels", "--config", config, "--data", str(engine_data), "--workdir", str(tmp_path / "x"),
                      "--model", "tiny_cnnn"]) == 2

@@ -110,6 +110,21 @@ def test_settings_of_a_run_that_never_trained_are_replaced(tmp_path):
     assert prepare_workdir(workdir, {"lr": 0.5}) is True
 
 
+def test_a_teacher_is_its_content_where_both_runs_recorded_it(tmp_path):
+    workdir = tmp_path / "run"
+    run = {"lr": 0.5, "teacher_path": "/a/teacher.keras", "teacher_sha256": "aa"}
+    assert prepare_workdir(workdir, run) is False
+    (workdir / "metrics.jsonl").write_text('{"step": 2}\n')
+    assert prepare_workdir(workdir, {**run, "teacher_path": "/b/teacher.keras"}) is True  # moved: the same file
+    with pytest.raises(FunmatchError, match=r"other settings \(teacher_sha256: 'aa' -> 'bb'\)"):
+        prepare_workdir(workdir, {**run, "teacher_sha256": "bb"})  # another file at the same path
+    # A workdir written before the content was recorded: its path is all there is to compare.
+    (workdir / "config.json").write_text(json.dumps({"lr": 0.5, "teacher_path": "/a/teacher.keras"}))
+    assert prepare_workdir(workdir, run) is True
+    with pytest.raises(FunmatchError, match=r"other settings \(teacher_path: '/a/teacher.keras' -> '/b/teacher.keras'\)"):
+        prepare_workdir(workdir, {**run, "teacher_path": "/b/teacher.keras"})
+
+
 def test_a_run_resumes_only_in_the_precision_it_began_in(tmp_path):
     workdir = tmp_path / "run"
     assert prepare_workdir(workdir, {"lr": 0.5, "precision": "bfloat16"}) is False

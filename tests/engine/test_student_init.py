@@ -107,7 +107,7 @@ def test_a_run_resumes_with_its_teacher_at_another_path_but_not_with_another_tea
     (killed / "student.keras").unlink()
     (tmp_path / "other").mkdir()
     other = make_teacher(tmp_path / "other" / "teacher.keras", seed=1)
-    with pytest.raises(FunmatchError, match=r"holds a run with other settings \(teacher_sha256: "):
+    with pytest.raises(FunmatchError, match=r"holds a run with other settings \(teacher_path: .*, teacher_sha256: "):
         distill(config, engine_data, other, killed, progress=False)
     (tmp_path / "moved").mkdir()
     moved = pathlib.Path(shutil.copy(engine_teacher, tmp_path / "moved" / "teacher.keras"))

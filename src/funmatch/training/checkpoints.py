@@ -290,6 +290,9 @@ def _variable_path(variable) -> str:
 LOCK_NAME = ".lock"
 # Run settings recorded since a later version: a workdir written before them still resumes.
 LATER_FIELDS = ("teacher_sha256", "precision")
+# A file's path and the field that holds its content's SHA-256: where both runs recorded the same content, the
+# file was moved (or mounted elsewhere), not changed, and the run resumes.
+CONTENT_FIELDS = {"teacher_path": "teacher_sha256"}
 _HELD_LOCKS: dict[str, int] = {}  # resolved workdir -> the open descriptor holding its lock
 
 
@@ -350,6 +353,19 @@ def _added_later(key: str, previous: dict, current: dict) -> bool:
     return key not in previous and (key in LATER_FIELDS or current.get(key) in (None, 0, 0.0, False, ""))
 
 
+def _same_content(key: str, previous: dict, current: dict) -> bool:
+    """Whether `key` is a file's path whose content both runs recorded, the same (`CONTENT_FIELDS`)."""
+    digest = CONTENT_FIELDS.get(key)
+    return digest is not None and previous.get(digest) is not None and previous.get(digest) == current.get(digest)
+
+
+def _differing(previous: dict, current: dict, ignore: Sequence[str]) -> list[str]:
+    """The settings in which a workdir's run and this one differ, sorted (see `prepare_workdir`)."""
+    return sorted(k for k in set(previous) | set(current)
+                  if k not in ignore and previous.get(k) != current.get(k) and not _added_later(k, previous, current)
+                  and not _same_content(k, previous, current))
+
+
 def _has_progress(workdir: pathlib.Path) -> bool:
     """Whether the run in `workdir` got as far as a checkpoint or a metrics record."""
     checkpoints = workdir / "checkpoints"
@@ -370,9 +386,7 @@ def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], ignore: Se
         except (OSError, ValueError):
             previous = None
         if previous is not None:
-            differing = sorted(k for k in set(previous) | set(current) if k not in ignore
-                               and previous.get(k) != current.get(k) and not _added_later(k, previous, current))
-            if not differing:
+            if not _differing(previous, current, ignore):
                 return _has_progress(workdir)
         if time.time() > deadline:
             raise FunmatchError(f"workdir {workdir}: process 0 wrote no config.json matching this process's settings "
@@ -417,10 +431,7 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore:
             previous = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise FunmatchError(f"{config_path}: not valid JSON ({e}); move the workdir away or fix the file") from None
-        differing = sorted(
-            k for k in set(previous) | set(current)
-            if k not in ignore and previous.get(k) != current.get(k) and not _added_later(k, previous, current)
-        )
+        differing = _differing(previous, current, ignore)
         if not differing:
             return True
         if _has_progress(workdir) and "precision" in differing:

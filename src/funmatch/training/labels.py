@@ -370,8 +370,11 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
         teacher=str(models.contract(teacher)["arch"]) if teacher is not None else "none",
         teacher_resolution=int(models.contract(teacher)["resolution"]) if teacher is not None else 0,
     )
+    from funmatch.evaluation.cache import file_sha256
+
     run = {**run_config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()),
            "teacher_path": str(pathlib.Path(teacher_path).resolve()) if teacher_path is not None else None,
+           "teacher_sha256": file_sha256(teacher_path) if teacher_path is not None else None,  # moved: resumes
            "backend": keras.backend.backend()}
     for field in ("temperature", "teacher_from_scratch", "teacher_optimizer", "teacher_learning_rate",
                   "teacher_weight_decay", "teacher_batch_size", "teacher_steps", "teacher_warmup_steps",
