@@ -717,6 +717,9 @@ def test_per_batch_generation_fills_the_teachers_batches_across_run_batches(batc
 
     generate_units(card, data, [0, 1], batch_size=16, predict=predict, write=written.__setitem__)
     assert sizes == [16, 16, 16, 16, 8]
+    # each unit's stream ends with its last batch: no prefetch that tf.data would inject keeps it filling
+    views_of_unit = batch_views(card, data, int(card["teacher"]["resolution"]), start_step=0, steps=6)
+    assert views_of_unit.options().experimental_optimization.inject_prefetch is False
     views = np.concatenate([b["image"] for b in batch_views(card, data, int(card["teacher"]["resolution"]),
                                                               start_step=0, steps=9).as_numpy_iterator()])
     np.testing.assert_array_equal(np.concatenate([written[0], written[1]]), views.reshape(72, -1)[:, :4])
