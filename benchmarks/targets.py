@@ -10,21 +10,29 @@ Pairs:
   runs it) -> the demo's student (tiny_cnn at 48 px: the teacher's crop, resized), the demo's batch (128), on
   eurosat_mini's 1,000 training images.
 
-Measured (`--pairs demo --steps 40`, TensorFlow, K = 2, 2026-12-07, 2-vCPU Intel Xeon VM, pinned to one
-core with `taskset -c 1` while the other ran a patience point, load 2.5-2.9), CPU ms per image: label step
-0.453; stored step with every view held (what `funmatch distill` uses when a run makes more passes than
-there are views: here 21 passes over 2 views) 0.381 = 1.19x the label step per CPU second (target 1.2x);
-pass by pass with the decoded and view caches 0.454 (1.00x), the view cache alone 0.91x, neither 0.82x;
-the model alone on one constant batch 0.335 (labels) and 0.345 (stored), so 1.31x is the ceiling of any
-stored input pipeline here; the input alone 0.024 ms with every view held against the label input's
-0.082 (3.4x less). The first batch of a stream holding every view made the 2,000 views in 0.74 CPU s (a
-pass-by-pass stream's first pass: 0.73). Stored step / online function matching: 6.3x. Generation
-0.56x the teacher's plain forward pass at 112 px (2.99 against 1.68 CPU ms per view; making a mixed view
-at 112 px, two crops and resizes, costs ~0.3 ms of it, the rest is the teacher and the view making
-sharing one core), 0.62x with one decode per view: the target of 0.9x is missed. 20 bytes per stored
-target. (Earlier, on 2 shared cores at load 14-26: pass by pass 1.03-1.05x, generation 0.53-0.76x.)
+Measured (`--pairs demo --steps 40`, TensorFlow, K = 2, 2026-12-07 21:02, 2-vCPU Intel Xeon VM, pinned to one
+core with `taskset -c 1` while short probes ran on the other, load 2.9 -> 2.0), CPU ms per image: label step
+0.481; stored step with every view held (what `funmatch distill` uses when a run makes more passes than
+there are views: here 21 passes over 2 views) 0.390 = 1.24x the label step per CPU second (target 1.2x;
+1.19x in an earlier run beside a patience point); pass by pass with the decoded and view caches 0.469
+(1.03x), the view cache alone 0.97x, neither 0.83x; the model alone on one constant batch 0.366 (labels)
+and 0.374 (stored), so 1.29x is the ceiling of any stored input pipeline here; the input alone 0.024 ms with
+every view held against the label input's 0.105 (4.4x less). The first batch of a stream holding every
+view made the 2,000 views in 0.81 CPU s (a pass-by-pass stream's first pass: 0.79). Stored step / online
+function matching: 6.3x. Generation, against the teacher's plain forward pass at 112 px (1.63 CPU ms per
+view): each added view of a store 1.99 ms = 0.82x (target 0.9x: missed); the benchmark's own small stores
+0.51x (decoded cache) and 0.58x (one decode per view), as their per-call costs (loading and tracing the
+teacher, the plans, one decode of every image: about 1 CPU s) fall on 2,000 views. The cause of the rest:
+generation's view making, 0.325 ms per added view (two crops and bilinear resizes to 112 px, a flip and
+the mixup, as per-example tf.data ops), is 0.20x of this small teacher's forward pass; forward + views
+alone predicts 0.83x, what generation reaches. Tried and not kept: the view cache on top of the decoded
+images (each partial view made once, not twice: views alone 0.29 -> 0.23 ms, with the teacher within
+noise) and tf.data autotuning off (1.860 against 1.848 ms). 20 bytes per stored target.
 * bit: bit_r101x1 -> bit_r50x1, both at 64 px, batch 64, randomly initialised (cost does not depend on the
-  weights), on the same images.
+  weights), on the same images. Measured (`--pairs bit --generation-only`, right after the demo pair, the
+  other core idle, load 2.0 -> 0.9): the teacher's plain forward pass 16.3 CPU ms per view; each added view
+  of a store 16.0 ms = 1.02x (target 0.9x: met with a teacher of this cost), the views alone 0.157 ms (1 %
+  of the forward pass); the small stores 0.85x / 0.86x (their per-call costs over 2,000 views).
 
 For each pair, in one process (so that the figures share the machine's state), it prints images per
 wall-clock second and CPU-seconds per image (`time.process_time`: all threads of the process; robust to other
