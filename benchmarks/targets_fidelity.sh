@@ -38,6 +38,13 @@
 #     top-10 K=16   34.6 / 42.0 / 1.045 / 195      34.5 / 43.5 / 1.016 / 191
 # Every format matches online function matching within the seeds' spread; top-10 stores 40 B per view
 # against 204 B for every class in float16.
+#
+# Measured (EuroSAT, the recipe at full length, 4,809 steps; `VIEWS=16 PER_BATCH=1 SEEDS=0` and `SEEDS=1`, each
+# pinned to one core, side by side, load about 2-3; 2026-12-07), test accuracy / agreement, seeds 0 and 1:
+#     online                86.7 / 86.9    86.0 / 86.0     (training CPU s 1,363-1,374)
+#     per-batch mixup       86.4 / 86.7    86.0 / 86.2     (284-292)
+#     per-example, K=16     87.1 / 87.7    85.3 / 85.7     (315-317)
+# Seed means within 0.1 point of accuracy of each other; the seed spread is 0.4-1.8 points.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
