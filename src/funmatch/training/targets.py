@@ -51,12 +51,10 @@ def generate_for_config(config: Config, teacher_path, data_dir, out_dir, *, view
     mode = mode or config.mode
     check_mode(mode)
     if mixup == "per_batch":  # a recipe counted in epochs has its steps once N is known (as `distill` reads it)
-        from funmatch.data import tfrecords
+        from funmatch.data.pipeline import num_examples
 
-        card = tfrecords.load_card(data_dir)
-        tfrecords.check_splits(card, data_dir, (config.train_split,))
-        config = config.check_dataset_size(int(card["splits"][config.train_split]["num_examples"]),
-                                           split=config.train_split, data_dir=data_dir)
+        config = config.check_dataset_size(num_examples(data_dir, config.train_split), split=config.train_split,
+                                           data_dir=data_dir)
     with runtime.process_local():  # several processes: each runs its own units alone, never waiting on another
         card = store.generate(
             teacher_path, data_dir, out_dir, views=views, mode=mode, view_template=teacher_view(config, mode),
