@@ -292,7 +292,7 @@ LOCK_NAME = ".lock"
 LATER_FIELDS = ("teacher_sha256", "precision")
 # A file's path and the field that holds its content's SHA-256: where both runs recorded the same content, the
 # file was moved (or mounted elsewhere), not changed, and the run resumes.
-CONTENT_FIELDS = {"teacher_path": "teacher_sha256"}
+CONTENT_FIELDS = {"teacher_path": "teacher_sha256", "student_init": "student_init_sha256"}
 _HELD_LOCKS: dict[str, int] = {}  # resolved workdir -> the open descriptor holding its lock
 
 
@@ -359,10 +359,10 @@ def _same_content(key: str, previous: dict, current: dict) -> bool:
     return digest is not None and previous.get(digest) is not None and previous.get(digest) == current.get(digest)
 
 
-def _differing(previous: dict, current: dict, ignore: Sequence[str]) -> list[str]:
+def _differing(previous: dict, current: dict) -> list[str]:
     """The settings in which a workdir's run and this one differ, sorted (see `prepare_workdir`)."""
     return sorted(k for k in set(previous) | set(current)
-                  if k not in ignore and previous.get(k) != current.get(k) and not _added_later(k, previous, current)
+                  if previous.get(k) != current.get(k) and not _added_later(k, previous, current)
                   and not _same_content(k, previous, current))
 
 
@@ -374,8 +374,7 @@ def _has_progress(workdir: pathlib.Path) -> bool:
     )
 
 
-def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], ignore: Sequence[str],
-                   timeout: float = 600.0) -> bool:
+def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], timeout: float = 600.0) -> bool:
     """`prepare_workdir` on processes other than 0: wait until process 0 has written config.json, check it."""
     config_path = workdir / "config.json"
     current = json.loads(json.dumps(run_config))
@@ -386,7 +385,7 @@ def _await_workdir(workdir: pathlib.Path, run_config: dict[str, Any], ignore: Se
         except (OSError, ValueError):
             previous = None
         if previous is not None:
-            if not _differing(previous, current, ignore):
+            if not _differing(previous, current):
                 return _has_progress(workdir)
         if time.time() > deadline:
             raise FunmatchError(f"workdir {workdir}: process 0 wrote no config.json matching this process's settings "
@@ -404,11 +403,12 @@ def with_precision(run_config: dict[str, Any]) -> dict[str, Any]:
     return {**run_config, "precision": runtime.precision()}
 
 
-def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore: Sequence[str] = ()) -> bool:
+def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any]) -> bool:
     """Create `workdir`, lock it (`lock_workdir`) and write config.json, or check a resumed run's config.
 
-    Returns True when the workdir already held a run (resume). A mismatch in any field other than
-    `ignore` is a clear error: resuming with different settings would silently mix two runs. A workdir
+    Returns True when the workdir already held a run (resume). A mismatch in any field is a clear error:
+    resuming with different settings would silently mix two runs; a file recorded with its content's SHA-256
+    (`CONTENT_FIELDS`) may have moved. A workdir
     whose run never reached a checkpoint (it stopped on an error) takes the new settings instead. The
     compute precision is part of the config (`with_precision`).
     """
@@ -416,7 +416,7 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore:
     config_path = workdir / "config.json"
     run_config = with_precision(run_config)
     if not _is_first_process():
-        return _await_workdir(workdir, run_config, ignore)
+        return _await_workdir(workdir, run_config)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -431,7 +431,7 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any], *, ignore:
             previous = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise FunmatchError(f"{config_path}: not valid JSON ({e}); move the workdir away or fix the file") from None
-        differing = _differing(previous, current, ignore)
+        differing = _differing(previous, current)
         if not differing:
             return True
         if _has_progress(workdir) and "precision" in differing:

@@ -244,9 +244,9 @@ def distill(
     run = {**run_config(config, data_dir, teacher_path), **init_record}
     if targets is not None:
         run["targets_dir"] = str(pathlib.Path(targets).resolve())
-    # The teacher and the warm start are their files' content (SHA-256: `CONTENT_FIELDS`; the warm start's in
-    # _check_init), not their paths: the same file moved or mounted elsewhere resumes the run.
-    resumed = prepare_workdir(workdir, run, ignore=("student_init",))
+    # The teacher and the warm start are their files' content (SHA-256: `CONTENT_FIELDS`; another warm start is
+    # refused before, by _check_init, naming --init), not their paths: the same file moved resumes the run.
+    resumed = prepare_workdir(workdir, run)
     if progress:
         print(f"funmatch distill: {'resuming' if resumed else 'starting'} {config.recipe} ({config.mode}) in {workdir}: "
               f"{config.steps} steps of {config.batch_size} images, student {config.student}")
