@@ -25,15 +25,15 @@ Where the process may use two or more CPU cores (and the models run on the CPU),
 process pinned to one core, so each computes with one thread (`side_by_side_cpus`, `run_on_cores`): function
 matching first, then the two label runs at the same time, one per core, each sized by its own first steps
 taken beside the other. The targets' generation runs before, in the command's process on every core (on 2
-threads it costs a little more CPU than on one, 186 against 170 s for the demo's store in two default demos
-on the idle 2-vCPU Intel Xeon VM, 2026-12-07, load 0.6 and 0.1 at their starts: that only raises the label
-runs' budget). One thread per side keeps the CPU-second comparison like for like (on this small student
-TensorFlow's two threads spend more CPU per step than one: 209 CPU s for 3,000 steps on the idle VM's 2
-cores against 155 pinned to one core, load 2-3), and running the two references together takes one side's time off the demo's wall clock. A
-`--quick` run, a one-core process and a GPU run the sides one after the other in the command's process.
-The summary's last line says who won at equal CPU time against labels on every image and, where those
-win, the budget at which `benchmarks/patience.py` measured function matching overtaking them (`CROSSOVER`),
-or that it did not within the budgets it measured.
+threads it costs a little more CPU than on one, 186 against 170 s for the demo's store in two default demos on
+the idle 2-vCPU Intel Xeon VM, 2026-12-07, load 0.6 and 0.1 at their starts: that only raises the label runs'
+budget). One thread per side keeps the CPU-second comparison like for like (on this small student TensorFlow's
+two threads spend more CPU per step than one: 209 CPU s for 3,000 steps on the idle VM's 2 cores against 155
+pinned to one core, load 2-3), and running the two references together takes one side's time off the demo's
+wall clock. A `--quick` run, a one-core process and a GPU run the sides one after the other in the command's
+process. The summary's last line says who won at equal CPU time against labels on every image and, where those
+win, the budget at which `benchmarks/patience.py` measured function matching overtaking them (`CROSSOVER`), or
+that it did not within the budgets it measured.
 
 Measured before the unlabelled pool became images the teacher never saw (it held 4,000 teacher-training
 images) and before the all-labels reference: 7 min 42 s in all on 2 idle CPU cores; function matching
@@ -376,7 +376,8 @@ def run_on_cores(jobs: dict[str, tuple[int, Callable, tuple, dict]]) -> dict[str
 
 
 def _distill_only(*args, **kwargs) -> None:
-    """`distill` in a process of `run_on_cores`: what it writes is the result."""
+    """`distill` in a process of `run_on_cores`: what it writes is the result. Imported here, not passed as
+    `distill` itself: unpickling that would import Keras before `_child` pins the process to its core."""
     from funmatch.training.distill import distill
 
     distill(*args, **kwargs)
