@@ -63,3 +63,78 @@ def test_an_imported_model_at_another_resolution_keeps_its_weights(hub_presets):
     np.testing.assert_allclose(resized.predict(images, verbose=0), teacher.predict(images, verbose=0), atol=1e-6)
     with pytest.raises(FunmatchError, match="does not run at 48 px"):  # a ViT's patch grid is fixed
         models.with_resolution(hub.hub_classifier(str(hub_presets["vit"])), 48)
+
+
+def _logits_and_gradients(model, images):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tf.reduce_sum(tf.square(logits))
+    return logits.numpy(), [gradient.numpy() for gradient in tape.gradient(loss, model.trainable_weights)]
+
+
+def _assert_same_function(ours, theirs, images):
+    logits, gradients = _logits_and_gradients(ours, images)
+    reference, reference_gradients = _logits_and_gradients(theirs, images)
+    np.testing.assert_allclose(logits, reference, atol=1e-5)
+    assert len(gradients) == len(reference_gradients)
+    for gradient, expected in zip(gradients, reference_gradients):
+        np.testing.assert_allclose(gradient, expected, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
+
+
+def _op_types(model, shape):
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_hub_student_depthwise_convs_run_as_depthwise_on_tensorflow(hub_presets):
+    """(TensorFlow backend, as the suite's TensorFlow pass runs it.) keras-hub's MobileNet writes its depthwise convolutions as Conv2D(groups=C); TensorFlow has no CPU
+    kernel for those (Keras compiles each with XLA, 11x slower per step). The Classifier runs them as
+    depthwise convolutions: the same logits and gradients as keras-hub's own model, another op."""
+    import keras_hub
+
+    from funmatch import models
+
+    source = str(hub_presets["mobilenet"])
+    student = models.create(f"hub:{source}", num_classes=10)
+    theirs = keras_hub.models.MobileNetImageClassifier.from_preset(source, activation=None)
+    theirs.preprocessor = None
+    images = np.random.default_rng(0).uniform(-2, 2, (4, 32, 32, 3)).astype("float32")
+    _assert_same_function(student.backbone, theirs, images)
+    assert "DepthwiseConv2dNative" in _op_types(student.backbone, (4, 32, 32, 3))
+    assert "DepthwiseConv2dNative" not in _op_types(theirs, (4, 32, 32, 3))
+    assert "DepthwiseConv2dNative" in _op_types(student, (4, 32, 32, 3))  # and through the Classifier
+
+
+def test_grouped_convs_with_a_multiplier_and_several_channels_per_group(tmp_path):
+    """A depthwise Conv2D(groups=4, filters=8) (multiplier 2) runs as depthwise, a Conv2D(groups=2) on 4
+    channels (2 per group) keeps Keras' path; both give Keras' own outputs and gradients, also after a
+    save and load, and only the first changes op."""
+    import keras
+
+    from funmatch import models
+    from funmatch.models.classifier import Classifier, depthwise_grouped_convs
+
+    def backbone():
+        inputs = keras.Input((12, 12, 4))
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", groups=4, name="depthwise_x2")(inputs)
+        x = keras.layers.Conv2D(4, 3, padding="valid", groups=2, name="two_per_group")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+    keras.utils.set_random_seed(0)
+    ours = Classifier(backbone(), arch="grouped", num_classes=3, resolution=12)
+    theirs = backbone()
+    theirs.set_weights(ours.backbone.get_weights())
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 12, 12, 4)).astype("float32")
+    _assert_same_function(ours.backbone, theirs, images)
+    assert depthwise_grouped_convs(ours.backbone) == 2  # both patched (the check is at call time); idempotent
+    assert "DepthwiseConv2dNative" in _op_types(ours.backbone, (2, 12, 12, 4))
+    models.save(ours, tmp_path / "grouped.keras")
+    loaded = models.load(tmp_path / "grouped.keras")
+    _assert_same_function(loaded.backbone, theirs, images)
+    assert "DepthwiseConv2dNative" in _op_types(loaded.backbone, (2, 12, 12, 4))
