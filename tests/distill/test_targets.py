@@ -527,7 +527,10 @@ def test_distill_on_stored_targets_resumes_exactly_and_says_so(data, teacher, re
     shutil.copytree(straight, resumed)
     shutil.rmtree(resumed / "checkpoints" / "ckpt-000000008")
     (resumed / "student.keras").unlink()
-    distill(config, data, teacher, resumed, targets=recipe_store, progress=False)
+    # ... on another machine, where the data and the store lie at other paths (their cards are the same).
+    elsewhere = tmp_path / "elsewhere"
+    moved_data, moved_store = shutil.copytree(data, elsewhere / "data"), shutil.copytree(recipe_store, elsewhere / "store")
+    distill(config, moved_data, teacher, resumed, targets=moved_store, progress=False)
     for a, b in zip(_weights(straight / "student.keras"), _weights(resumed / "student.keras")):
         np.testing.assert_array_equal(a, b)
     # Online function matching on the same recipe says so too.

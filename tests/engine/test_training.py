@@ -85,6 +85,26 @@ def test_prepare_workdir_resume_rules(tmp_path):
         prepare_workdir(stray, {"lr": 0.1})
 
 
+def test_prepare_workdir_resumes_with_moved_data_but_not_with_other_data(tmp_path):
+    """A dataset or store recorded with its card's SHA-256 may move (another host, another mount); other
+    content at any path is refused, and a workdir from before the SHA-256 was recorded still compares paths."""
+    workdir = tmp_path / "run"
+    run = {"lr": 0.1, "data_dir": "/a/data", "data_card_sha256": "d1", "targets_dir": "/a/t", "targets_card_sha256": "t1"}
+    assert prepare_workdir(workdir, run) is False
+    (workdir / "metrics.jsonl").write_text('{"step": 5}\n')
+    assert prepare_workdir(workdir, {**run, "data_dir": "/b/data", "targets_dir": "/b/t"}) is True
+    with pytest.raises(FunmatchError, match=r"data_card_sha256: 'd1' -> 'd2', data_dir: '/a/data' -> '/b/data'"):
+        prepare_workdir(workdir, {**run, "data_dir": "/b/data", "data_card_sha256": "d2"})
+    with pytest.raises(FunmatchError, match=r"targets_card_sha256: 't1' -> 't2'"):  # regenerated in place
+        prepare_workdir(workdir, {**run, "targets_card_sha256": "t2"})
+    old = tmp_path / "old"  # written before the cards' SHA-256 was recorded
+    assert prepare_workdir(old, {"lr": 0.1, "data_dir": "/a/data"}) is False
+    (old / "metrics.jsonl").write_text('{"step": 5}\n')
+    assert prepare_workdir(old, {"lr": 0.1, "data_dir": "/a/data", "data_card_sha256": "d1"}) is True
+    with pytest.raises(FunmatchError, match=r"data_dir: '/a/data' -> '/b/data'"):
+        prepare_workdir(old, {"lr": 0.1, "data_dir": "/b/data", "data_card_sha256": "d1"})
+
+
 def test_atomic_write_text_replaces_whole_file(tmp_path):
     path = tmp_path / "a" / "metrics.json"
     atomic_write_text(path, "first")

@@ -289,10 +289,12 @@ def _variable_path(variable) -> str:
 
 LOCK_NAME = ".lock"
 # Run settings recorded since a later version: a workdir written before them still resumes.
-LATER_FIELDS = ("teacher_sha256", "precision")
-# A file's path and the field that holds its content's SHA-256: where both runs recorded the same content, the
-# file was moved (or mounted elsewhere), not changed, and the run resumes.
-CONTENT_FIELDS = {"teacher_path": "teacher_sha256", "student_init": "student_init_sha256"}
+LATER_FIELDS = ("teacher_sha256", "precision", "data_card_sha256", "targets_card_sha256")
+# A file's (or folder's) path and the field that holds its content's SHA-256: where both runs recorded the same
+# content, it was moved (or mounted elsewhere), not changed, and the run resumes. A prepared dataset is its card
+# (dataset.json, which holds every shard's SHA-256), a store of targets its card (targets.json).
+CONTENT_FIELDS = {"teacher_path": "teacher_sha256", "student_init": "student_init_sha256",
+                  "data_dir": "data_card_sha256", "targets_dir": "targets_card_sha256"}
 _HELD_LOCKS: dict[str, int] = {}  # resolved workdir -> the open descriptor holding its lock
 
 

@@ -34,6 +34,8 @@ import numpy as np
 from funmatch.configs import MODES, Config, get_config
 from funmatch.errors import FunmatchError
 from funmatch.evaluation.logits import eval_pp as eval_pp_at
+from funmatch.distill.targets import CARD_NAME as TARGETS_CARD
+from funmatch.distill.targets import dataset_card_sha256
 from funmatch.evaluation.cache import cached_split_logits, file_sha256, model_key, weights_key
 from funmatch.evaluation.evaluate import model_crop_fraction
 from funmatch.evaluation.logits import split_logits
@@ -80,6 +82,7 @@ def run_config(config: Config, data_dir, teacher_path) -> dict[str, Any]:
 
     out = config.to_dict()
     out["data_dir"] = str(pathlib.Path(data_dir).resolve())
+    out["data_card_sha256"] = dataset_card_sha256(data_dir)  # the same data at another path resumes
     out["teacher_path"] = str(pathlib.Path(teacher_path).resolve())
     out["teacher_sha256"] = file_sha256(teacher_path)  # another teacher at the same path is another run
     out["backend"] = keras.backend.backend()
@@ -244,8 +247,9 @@ def distill(
     run = {**run_config(config, data_dir, teacher_path), **init_record}
     if targets is not None:
         run["targets_dir"] = str(pathlib.Path(targets).resolve())
-    # The teacher and the warm start are their files' content (SHA-256: `CONTENT_FIELDS`; another warm start is
-    # refused before, by _check_init, naming --init), not their paths: the same file moved resumes the run.
+        run["targets_card_sha256"] = file_sha256(pathlib.Path(targets) / TARGETS_CARD)
+    # The teacher, the warm start, the data and the store are their content (SHA-256: `CONTENT_FIELDS`; another
+    # warm start is refused before, by _check_init, naming --init), not their paths: moved, the run resumes.
     resumed = prepare_workdir(workdir, run)
     if progress:
         print(f"funmatch distill: {'resuming' if resumed else 'starting'} {config.recipe} ({config.mode}) in {workdir}: "
