@@ -11,6 +11,9 @@ seconds and wall seconds; a hub student built from the preset (`hub:PRESET`, new
 student resolution against `tiny_cnn` (parameters, MFLOPs per image); `funmatch export --format keras-hub`
 (write + reload through `ImageClassifier.from_preset` + check) CPU and wall seconds. Quote `uptime`'s load
 with the figures.
+
+Measured (2026-12-07, TensorFlow backend, `taskset -c 1`, the other core idle, load 0.5-0.6): preset 6.8 MB;
+import 1.3 s CPU (1.3 s wall); export 5.6 s CPU (6.6 s wall), max |preset - keras| 2.5e-14.
 """
 
 from __future__ import annotations
