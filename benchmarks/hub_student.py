@@ -34,7 +34,7 @@ Measured (2026-12-07, TensorFlow backend, pinned to one core of a 2-core machine
 
 (teacher: 96.1 % test). A step of the keras-hub student costs 0.157 CPU s against tiny_cnn's 0.045: on a CPU
 it gets 26 % of the steps; step for step it is as good. Before funmatch ran keras-hub's depthwise
-`Conv2D(groups=C)` as depthwise convolutions (`models.classifier.depthwise_grouped_convs`), its step cost 2.4
+`Conv2D(groups=C)` as depthwise convolutions (`models.classifier.native_grouped_convs`), its step cost 2.4
 CPU s (load 3-7): 180 steps, 57.8 % / 57.2 %.
 """
 

@@ -91,10 +91,26 @@ def _op_types(model, shape):
     return {op.type for op in graph.get_operations()}
 
 
+def _xla_compiled_calls(model, shape) -> int:
+    """Function calls in the model's graph that XLA must compile (Keras' path for a grouped convolution)."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    count = 0
+    for op in graph.get_operations():
+        try:
+            count += bool(op.get_attr("_XlaMustCompile"))
+        except ValueError:
+            pass
+    return count
+
+
 def test_hub_student_depthwise_convs_run_as_depthwise_on_tensorflow(hub_presets):
-    """(TensorFlow backend, as the suite's TensorFlow pass runs it.) keras-hub's MobileNet writes its depthwise convolutions as Conv2D(groups=C); TensorFlow has no CPU
-    kernel for those (Keras compiles each with XLA, 11x slower per step). The Classifier runs them as
-    depthwise convolutions: the same logits and gradients as keras-hub's own model, another op."""
+    """(TensorFlow backend, as the suite's TensorFlow pass runs it.) keras-hub's MobileNet writes its depthwise
+    convolutions as Conv2D(groups=C); TensorFlow has no CPU kernel for those (Keras compiles each with XLA,
+    11x slower per step). The Classifier runs them as depthwise convolutions: the same logits and gradients
+    as keras-hub's own model, another op, nothing left for XLA."""
     import keras_hub
 
     from funmatch import models
@@ -105,24 +121,24 @@ def test_hub_student_depthwise_convs_run_as_depthwise_on_tensorflow(hub_presets)
     theirs.preprocessor = None
     images = np.random.default_rng(0).uniform(-2, 2, (4, 32, 32, 3)).astype("float32")
     _assert_same_function(student.backbone, theirs, images)
-    assert "DepthwiseConv2dNative" in _op_types(student.backbone, (4, 32, 32, 3))
-    assert "DepthwiseConv2dNative" not in _op_types(theirs, (4, 32, 32, 3))
-    assert "DepthwiseConv2dNative" in _op_types(student, (4, 32, 32, 3))  # and through the Classifier
+    shape = (4, 32, 32, 3)
+    assert "DepthwiseConv2dNative" in _op_types(student, shape) and _xla_compiled_calls(student, shape) == 0
+    assert "DepthwiseConv2dNative" not in _op_types(theirs, shape) and _xla_compiled_calls(theirs, shape) > 0
 
 
 def test_grouped_convs_with_a_multiplier_and_several_channels_per_group(tmp_path):
     """A depthwise Conv2D(groups=4, filters=8) (multiplier 2) runs as depthwise, a Conv2D(groups=2) on 4
-    channels (2 per group) keeps Keras' path; both give Keras' own outputs and gradients, also after a
-    save and load, and only the first changes op."""
+    channels (2 per group) as one convolution per group; both give Keras' own outputs and gradients, also
+    after a save and load, with nothing left for XLA."""
     import keras
 
     from funmatch import models
-    from funmatch.models.classifier import Classifier, depthwise_grouped_convs
+    from funmatch.models.classifier import Classifier, native_grouped_convs
 
     def backbone():
         inputs = keras.Input((12, 12, 4))
         x = keras.layers.Conv2D(8, 3, strides=2, padding="same", groups=4, name="depthwise_x2")(inputs)
-        x = keras.layers.Conv2D(4, 3, padding="valid", groups=2, name="two_per_group")(x)
+        x = keras.layers.Conv2D(4, 3, padding="valid", groups=2, dilation_rate=2, name="two_per_group")(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
         return keras.Model(inputs, keras.layers.Dense(3)(x))
 
@@ -132,9 +148,11 @@ def test_grouped_convs_with_a_multiplier_and_several_channels_per_group(tmp_path
     theirs.set_weights(ours.backbone.get_weights())
     images = np.random.default_rng(1).uniform(-1, 1, (2, 12, 12, 4)).astype("float32")
     _assert_same_function(ours.backbone, theirs, images)
-    assert depthwise_grouped_convs(ours.backbone) == 2  # both patched (the check is at call time); idempotent
-    assert "DepthwiseConv2dNative" in _op_types(ours.backbone, (2, 12, 12, 4))
+    assert native_grouped_convs(ours.backbone) == 2  # both; a second call changes nothing
+    shape = (2, 12, 12, 4)
+    assert "DepthwiseConv2dNative" in _op_types(ours.backbone, shape)
+    assert _xla_compiled_calls(ours.backbone, shape) == 0 and _xla_compiled_calls(theirs, shape) == 2
     models.save(ours, tmp_path / "grouped.keras")
     loaded = models.load(tmp_path / "grouped.keras")
     _assert_same_function(loaded.backbone, theirs, images)
-    assert "DepthwiseConv2dNative" in _op_types(loaded.backbone, (2, 12, 12, 4))
+    assert _xla_compiled_calls(loaded.backbone, shape) == 0

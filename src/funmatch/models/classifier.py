@@ -65,7 +65,7 @@ class Classifier(keras.Model):
 
         self.preprocessing = None if preprocessing is None else normalize(preprocessing)
         if keras.backend.backend() == "tensorflow":
-            depthwise_grouped_convs(backbone)
+            native_grouped_convs(backbone)
         if backbone.built:
             # The functional backbone already owns its variables; nothing to build here.
             self.built = True
@@ -122,39 +122,47 @@ class Classifier(keras.Model):
         return cls(**config)
 
 
-def depthwise_grouped_convs(model: keras.Model) -> int:
-    """Runs each grouped `Conv2D` of `model` that has one input channel per group (a depthwise convolution
-    written as `Conv2D(groups=C)`, as keras-hub's MobileNet, CSPNet and HGNetV2 write theirs) as the depthwise
-    convolution it is; returns how many layers now do. The weights, the config and the saved file do not
-    change: the same kernel, reshaped from (kh, kw, 1, C * m) to depthwise's (kh, kw, C, m), gives the
-    same output channels in the same order.
+def native_grouped_convs(model: keras.Model) -> int:
+    """Runs each grouped `Conv2D` of `model` (channels last) on TensorFlow's own kernels; returns how many.
 
-    For the TensorFlow backend: TensorFlow has no CPU kernel for grouped convolutions, and Keras compiles
-    each one with XLA on its own, forward and backward. A keras-hub MobileNetV3-Small-style student at
-    48 px trained 11x faster (1.45 -> 0.13 CPU s per step of 128, one core; `benchmarks/hub_student.py`).
-    Other grouped convolutions (several input channels per group) keep Keras' own path.
+    TensorFlow has no CPU kernel for grouped convolutions, and Keras compiles each one with XLA on its own,
+    forward and backward, which is slow: one 3x3 grouped convolution on [128, 24, 24, 64], forward and
+    backward, took 1.4 s of CPU with 2 groups and 19.6 s with 32 groups, against 55-99 ms for one convolution
+    per group (`benchmarks/grouped_convs.py`, one core, 2026-12-07). So:
+
+    * one input channel per group (a depthwise convolution written as `Conv2D(groups=C)`, as keras-hub's
+      MobileNet, CSPNet and HGNetV2 write theirs): `ops.depthwise_conv`, the same kernel reshaped from
+      (kh, kw, 1, C * m) to (kh, kw, C, m), the same output channels in the same order. A keras-hub
+      MobileNetV3-Small-style student at 48 px: 1.55 -> 0.15 CPU s per train step of 128; the same for
+      `keras.applications`' ConvNeXt: ConvNeXtTiny's forward pass at 112 px 126 -> 21 CPU ms per image;
+    * several input channels per group (ResNeXt, RegNet): one convolution per group, concatenated.
+
+    The weights, the config and the saved file do not change (`Classifier` calls this for the TensorFlow
+    backend; JAX has grouped convolutions of its own).
     """
     from keras import ops
 
     count = 0
     for layer in model._flatten_layers(include_self=True, recursive=True):
-        if type(layer) is not keras.layers.Conv2D or int(getattr(layer, "groups", 1)) <= 1:
+        if (type(layer) is not keras.layers.Conv2D or int(getattr(layer, "groups", 1)) <= 1
+                or layer.data_format != "channels_last"):
             continue
-        if getattr(layer, "_funmatch_depthwise", False):  # a second Classifier around the same backbone
-            count += 1
+        count += 1
+        if getattr(layer, "_funmatch_native", False):  # a second Classifier around the same backbone
             continue
 
-        def convolution_op(inputs, kernel, layer=layer, grouped=layer.convolution_op):
-            if kernel.shape[-2] != 1:  # several input channels per group: not depthwise
-                return grouped(inputs, kernel)
-            height, width, _, filters = kernel.shape
-            depthwise = ops.reshape(kernel, (height, width, layer.groups, filters // layer.groups))
-            return ops.depthwise_conv(inputs, depthwise, strides=layer.strides, padding=layer.padding,
-                                      data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        def convolution_op(inputs, kernel, layer=layer):
+            height, width, per_group, filters = kernel.shape
+            options = dict(strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
+                           data_format="channels_last")
+            if per_group == 1:
+                depthwise = ops.reshape(kernel, (height, width, layer.groups, filters // layer.groups))
+                return ops.depthwise_conv(inputs, depthwise, **options)
+            parts = zip(ops.split(inputs, layer.groups, axis=-1), ops.split(kernel, layer.groups, axis=-1))
+            return ops.concatenate([ops.conv(part, weights, **options) for part, weights in parts], axis=-1)
 
         layer.convolution_op = convolution_op
-        layer._funmatch_depthwise = True
-        count += 1
+        layer._funmatch_native = True
     return count
 
 
