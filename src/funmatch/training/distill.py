@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from funmatch.configs import MODES, Config, get_config
-from funmatch.errors import FunmatchError
-from funmatch.evaluation.logits import eval_pp as eval_pp_at
 from funmatch.distill.targets import CARD_NAME as TARGETS_CARD
 from funmatch.distill.targets import dataset_card_sha256
+from funmatch.errors import FunmatchError
+from funmatch.evaluation.logits import eval_pp as eval_pp_at
 from funmatch.evaluation.cache import cached_split_logits, file_sha256, model_key, weights_key
 from funmatch.evaluation.evaluate import model_crop_fraction
 from funmatch.evaluation.logits import split_logits
