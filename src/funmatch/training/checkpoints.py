@@ -298,6 +298,14 @@ CONTENT_FIELDS = {"teacher_path": "teacher_sha256", "student_init": "student_ini
 _HELD_LOCKS: dict[str, int] = {}  # resolved workdir -> the open descriptor holding its lock
 
 
+def data_fields(data_dir: os.PathLike) -> dict[str, str]:
+    """A run config's record of its prepared dataset: the resolved path and the card's SHA-256
+    (`CONTENT_FIELDS`: the same data at another path resumes the run)."""
+    from funmatch.distill.targets import dataset_card_sha256
+
+    return {"data_dir": str(pathlib.Path(data_dir).resolve()), "data_card_sha256": dataset_card_sha256(data_dir)}
+
+
 def lock_workdir(workdir: os.PathLike) -> None:
     """Holds an exclusive lock on `workdir` until this process ends (or `unlock_workdir`).
 
@@ -410,9 +418,8 @@ def prepare_workdir(workdir: os.PathLike, run_config: dict[str, Any]) -> bool:
 
     Returns True when the workdir already held a run (resume). A mismatch in any field is a clear error:
     resuming with different settings would silently mix two runs; a file recorded with its content's SHA-256
-    (`CONTENT_FIELDS`) may have moved. A workdir
-    whose run never reached a checkpoint (it stopped on an error) takes the new settings instead. The
-    compute precision is part of the config (`with_precision`).
+    (`CONTENT_FIELDS`) may have moved. A workdir whose run never reached a checkpoint (it stopped on an error)
+    takes the new settings instead. The compute precision is part of the config (`with_precision`).
     """
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"

@@ -33,7 +33,6 @@ import numpy as np
 
 from funmatch.configs import MODES, Config, get_config
 from funmatch.distill.targets import CARD_NAME as TARGETS_CARD
-from funmatch.distill.targets import dataset_card_sha256
 from funmatch.errors import FunmatchError
 from funmatch.evaluation.logits import eval_pp as eval_pp_at
 from funmatch.evaluation.cache import cached_split_logits, file_sha256, model_key, weights_key
@@ -80,9 +79,9 @@ def eval_pp(config: Config, resolution: int) -> str:
 def run_config(config: Config, data_dir, teacher_path) -> dict[str, Any]:
     import keras
 
-    out = config.to_dict()
-    out["data_dir"] = str(pathlib.Path(data_dir).resolve())
-    out["data_card_sha256"] = dataset_card_sha256(data_dir)  # the same data at another path resumes
+    from funmatch.training.checkpoints import data_fields
+
+    out = {**config.to_dict(), **data_fields(data_dir)}
     out["teacher_path"] = str(pathlib.Path(teacher_path).resolve())
     out["teacher_sha256"] = file_sha256(teacher_path)  # another teacher at the same path is another run
     out["backend"] = keras.backend.backend()

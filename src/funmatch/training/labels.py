@@ -261,7 +261,7 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
     """
     from funmatch import models
     from funmatch.optim import make_optimizer
-    from funmatch.training.checkpoints import prepare_workdir
+    from funmatch.training.checkpoints import data_fields, prepare_workdir
 
     started = time.time()
     config, card, num_train, num_classes = _read_data(config, data_dir)
@@ -286,10 +286,7 @@ def train_teacher(config: Config | str, data_dir, workdir, *, init: str | None =
         steps = boundaries[-1]
     mixup_p = config.teacher_mixup_p if config.teacher_mixup_p >= 0 else hyperrule_mixup(num_train)
     # `mode` names what this run is (reports show it): label training, not one of the distillation modes.
-    from funmatch.distill.targets import dataset_card_sha256
-
-    run = {**config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()),
-           "data_card_sha256": dataset_card_sha256(data_dir), "init": init, "teacher_total_steps": steps,
+    run = {**config.to_dict(), **data_fields(data_dir), "init": init, "teacher_total_steps": steps,
            "mode": "labels"}
     prepare_workdir(workdir, run)
 
@@ -349,7 +346,7 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
     """
     from funmatch import models
     from funmatch.optim import make_optimizer
-    from funmatch.training.checkpoints import prepare_workdir
+    from funmatch.training.checkpoints import data_fields, prepare_workdir
     from funmatch.training.distill import _load_teacher
 
     started = time.time()
@@ -373,11 +370,9 @@ def train_labels(config: Config | str, data_dir, workdir, *, model: str = "stude
         teacher=str(models.contract(teacher)["arch"]) if teacher is not None else "none",
         teacher_resolution=int(models.contract(teacher)["resolution"]) if teacher is not None else 0,
     )
-    from funmatch.distill.targets import dataset_card_sha256
     from funmatch.evaluation.cache import file_sha256
 
-    run = {**run_config.to_dict(), "data_dir": str(pathlib.Path(data_dir).resolve()),
-           "data_card_sha256": dataset_card_sha256(data_dir),  # the same data at another path resumes
+    run = {**run_config.to_dict(), **data_fields(data_dir),
            "teacher_path": str(pathlib.Path(teacher_path).resolve()) if teacher_path is not None else None,
            "teacher_sha256": file_sha256(teacher_path) if teacher_path is not None else None,  # moved: resumes
            "backend": keras.backend.backend()}
