@@ -83,27 +83,21 @@ def _assert_same_function(ours, theirs, images):
         np.testing.assert_allclose(gradient, expected, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 
-def _op_types(model, shape):
+def _graph(model, shape) -> tuple[set, int]:
+    """The op types of the model's traced graph, and how many of its function calls XLA must compile
+    (Keras' path for a grouped convolution)."""
     import tensorflow as tf
 
     graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(
         tf.TensorSpec(shape, tf.float32)).graph
-    return {op.type for op in graph.get_operations()}
-
-
-def _xla_compiled_calls(model, shape) -> int:
-    """Function calls in the model's graph that XLA must compile (Keras' path for a grouped convolution)."""
-    import tensorflow as tf
-
-    graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(
-        tf.TensorSpec(shape, tf.float32)).graph
-    count = 0
+    types, compiled = set(), 0
     for op in graph.get_operations():
+        types.add(op.type)
         try:
-            count += bool(op.get_attr("_XlaMustCompile"))
+            compiled += bool(op.get_attr("_XlaMustCompile"))
         except ValueError:
             pass
-    return count
+    return types, compiled
 
 
 def test_hub_student_depthwise_convs_run_as_depthwise_on_tensorflow(hub_presets):
@@ -121,9 +115,10 @@ def test_hub_student_depthwise_convs_run_as_depthwise_on_tensorflow(hub_presets)
     theirs.preprocessor = None
     images = np.random.default_rng(0).uniform(-2, 2, (4, 32, 32, 3)).astype("float32")
     _assert_same_function(student.backbone, theirs, images)
-    shape = (4, 32, 32, 3)
-    assert "DepthwiseConv2dNative" in _op_types(student, shape) and _xla_compiled_calls(student, shape) == 0
-    assert "DepthwiseConv2dNative" not in _op_types(theirs, shape) and _xla_compiled_calls(theirs, shape) > 0
+    ours_types, ours_compiled = _graph(student, (4, 32, 32, 3))
+    their_types, their_compiled = _graph(theirs, (4, 32, 32, 3))
+    assert "DepthwiseConv2dNative" in ours_types and ours_compiled == 0
+    assert "DepthwiseConv2dNative" not in their_types and their_compiled > 0
 
 
 def test_grouped_convs_with_a_multiplier_and_several_channels_per_group(tmp_path):
@@ -150,9 +145,9 @@ def test_grouped_convs_with_a_multiplier_and_several_channels_per_group(tmp_path
     _assert_same_function(ours.backbone, theirs, images)
     assert native_grouped_convs(ours.backbone) == 2  # both; a second call changes nothing
     shape = (2, 12, 12, 4)
-    assert "DepthwiseConv2dNative" in _op_types(ours.backbone, shape)
-    assert _xla_compiled_calls(ours.backbone, shape) == 0 and _xla_compiled_calls(theirs, shape) == 2
+    ours_types, ours_compiled = _graph(ours.backbone, shape)
+    assert "DepthwiseConv2dNative" in ours_types and ours_compiled == 0 and _graph(theirs, shape)[1] == 2
     models.save(ours, tmp_path / "grouped.keras")
     loaded = models.load(tmp_path / "grouped.keras")
     _assert_same_function(loaded.backbone, theirs, images)
-    assert _xla_compiled_calls(loaded.backbone, shape) == 0
+    assert _graph(loaded.backbone, shape)[1] == 0
