@@ -6,14 +6,16 @@ No network: the "zoo" preset is a keras-hub MobileNetV3-Small-style backbone (th
 keras-hub's MobileNetBackbone docstring) with a 1000-class head and an ImageNet mean/std image converter,
 randomly initialised and saved locally; the times are those of a preset of that size (files on local disk).
 
-Prints, side by side: preset size; `funmatch models import` (load + contract + check + write) process CPU
+Prints, side by side: what the `hub` extra adds to the environment (`extra_install`: keras-hub and the
+packages its extra pulls in that funmatch's other requirements do not, installed bytes); preset size; `funmatch models import` (load + contract + check + write) process CPU
 seconds and wall seconds; a hub student built from the preset (`hub:PRESET`, new 10-class head) at the
 student resolution against `tiny_cnn` (parameters, MFLOPs per image); `funmatch export --format keras-hub`
 (write + reload through `ImageClassifier.from_preset` + check) CPU and wall seconds. Quote `uptime`'s load
 with the figures.
 
 Measured (2026-12-07, TensorFlow backend, `taskset -c 1`, the other core idle, load 0.5-0.6): preset 6.8 MB;
-import 1.3 s CPU (1.3 s wall); export 5.6 s CPU (6.6 s wall), max |preset - keras| 2.5e-14.
+import 1.3 s CPU (1.3 s wall); export 5.6 s CPU (6.6 s wall), max |preset - keras| 2.5e-14. Again at load
+1.7: import 1.5 s, export 6.1 s CPU; the extra adds 70.2 MB of installed files (17 packages).
 """
 
 from __future__ import annotations
@@ -60,6 +62,52 @@ def timed(function):
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
+def extra_install() -> list[tuple[str, str, int]]:
+    """(name, version, bytes of installed files) of what the `hub` extra adds to this environment: keras-hub
+    itself (installed without its dependencies) and the distributions the extra's requirements pull in that
+    funmatch's other requirements (base, `cpu`, `test`) do not."""
+    import importlib.metadata as metadata
+    import re
+
+    from packaging.requirements import Requirement
+
+    def canonical(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    def requirements(distribution, extras):
+        out = []
+        for text in metadata.distribution(distribution).requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in extras):
+                out.append(canonical(requirement.name))
+        return out
+
+    def closure(roots):
+        seen, stack = set(), list(roots)
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                continue  # a requirement for another platform or Python
+            seen.add(name)
+            stack += requirements(name, ("",))
+        return seen
+
+    others = requirements("funmatch", ("", "cpu", "test"))
+    hub = set(requirements("funmatch", ("hub",))) - set(others)
+    added = ({"keras-hub"} | closure(hub)) - closure(others)
+    rows = []
+    for name in sorted(added):
+        distribution = metadata.distribution(name)
+        size = sum(os.path.getsize(path) for path in map(distribution.locate_file, distribution.files or [])
+                   if os.path.isfile(path))
+        rows.append((name, distribution.version, size))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=224)
@@ -71,6 +119,9 @@ def main() -> None:
     from funmatch.models.importer import import_model, save_atomic
 
     print(f"load average (1, 5, 15 min): {os.getloadavg()}")
+    added = extra_install()
+    print(f"the hub extra adds {sum(size for *_, size in added) / 1e6:.1f} MB of installed files: "
+          + ", ".join(f"{name} {version} ({size / 1e6:.1f} MB)" for name, version, size in added))
     with tempfile.TemporaryDirectory() as directory:
         root = pathlib.Path(directory)
         zoo_preset(root / "preset", args.resolution)
